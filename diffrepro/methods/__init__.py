@@ -1,0 +1,44 @@
+"""Methods are switches on the EDM training core. `build_objective` turns a method entry of
+params.yaml into a DenoisingLoss: a sigma distribution, an optional loss mask (sparse supervision)
+and an optional replaced target (Stable Target Field). Adding a method touches its own module here
+plus its params entry."""
+from __future__ import annotations
+
+import torch
+
+from ..loss import DenoisingLoss
+from ..sigma_dist import LogNormal, LogUniform, SigmaDistribution, VPTraining
+
+DEFAULT_SIGMA_DIST = {"edm": {"kind": "lognormal"}, "vp": {"kind": "vp"}, "ve": {"kind": "loguniform"}}
+
+
+def build_sigma_dist(spec: dict, total_steps: int | None = None) -> SigmaDistribution:
+    kw = {k: v for k, v in spec.items() if k != "kind"}
+    kind = spec["kind"]
+    if kind == "lognormal":
+        return LogNormal(**kw)
+    if kind == "vp":
+        return VPTraining(**kw)
+    if kind == "loguniform":
+        return LogUniform(**kw)
+    if kind == "infonoise":
+        from .infonoise import InfoNoise
+        return InfoNoise.from_spec(kw, total_steps=total_steps)
+    raise ValueError(f"unknown sigma distribution {kind!r}")
+
+
+def build_objective(method: dict, train_data: torch.Tensor, total_steps: int | None = None,
+                    sigma_data: float = 0.5, precond=None) -> DenoisingLoss:
+    """`train_data` (float, on the training device) is what the reference batch of STF draws from."""
+    sd_spec = method.get("sigma_dist") or DEFAULT_SIGMA_DIST[method["precond"]]
+    sigma_dist = build_sigma_dist(sd_spec, total_steps)
+    if hasattr(sigma_dist, "loss_weight_fn") and precond is not None:
+        sigma_dist.loss_weight_fn = precond.loss_weight
+    mask_fn = target_fn = None
+    if method.get("mask"):
+        from .sparse import build_mask_fn
+        mask_fn = build_mask_fn(**method["mask"])
+    if method.get("target"):
+        from .stf import build_target_fn
+        target_fn = build_target_fn(train_data, **{k: v for k, v in method["target"].items() if k != "kind"})
+    return DenoisingLoss(sigma_dist, target_fn=target_fn, mask_fn=mask_fn)

@@ -1,0 +1,1 @@
+"""Metrics: FID (clean-fid compatible), memorization (nearest neighbours), generalization."""

@@ -1,0 +1,41 @@
+"""Saving and loading trained denoisers as state dicts plus a config (never pickled code)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .io import atomic_torch_save
+from .nets import build_network
+from .precond import build_precond
+
+
+def network_config(training: dict, data_shape) -> dict:
+    """data_shape: (C, H, W) for images or (D,) for vectors."""
+    if len(data_shape) == 3:
+        return {"preset": training["network"], "channels": data_shape[0], "img_resolution": data_shape[1],
+                **training.get("network_kw", {})}
+    return {"preset": training["network"], "channels": data_shape[0], **training.get("network_kw", {})}
+
+
+def build_denoiser(net_cfg: dict, precond: str):
+    cfg = dict(net_cfg)
+    preset = cfg.pop("preset")
+    return build_precond(precond, build_network(preset, **cfg))
+
+
+def save_model(path, *, ema_state: dict, net_cfg: dict, precond: str, spec: dict, extra: dict | None = None):
+    atomic_torch_save({"format": "diffrepro-model-v1", "ema": ema_state, "network": net_cfg, "precond": precond,
+                       "spec": spec, **(extra or {})}, path)
+
+
+def load_model(path, device="cpu", snapshot: str | Path | None = None):
+    """Returns (denoiser in eval mode, the saved record). `snapshot` loads a checkpoint's EMA weights instead."""
+    rec = torch.load(path, map_location="cpu", weights_only=False)
+    if rec.get("format") != "diffrepro-model-v1":
+        raise ValueError(f"{path} is not a diffrepro model file")
+    D = build_denoiser(rec["network"], rec["precond"])
+    state = rec["ema"] if snapshot is None else torch.load(snapshot, map_location="cpu", weights_only=False)["ema"]
+    # EMA state dicts belong to the Preconditioning wrapper (keys 'net.*')
+    D.load_state_dict(state)
+    return D.to(device).eval().requires_grad_(False), rec

@@ -1,0 +1,281 @@
+"""Expand a profile of params.yaml into the pipeline's jobs.
+
+The one place that decides what runs: the Snakefile and the dvc.yaml generator both read `plan()`,
+so the two orchestrators build the same DAG with the same output paths. Each job carries exactly the
+parameters it depends on; its key is a readable name plus a hash of them.
+
+    prepare  -> results/data/<dataset>/                      (per dataset subset)
+    fidref   -> results/fidref/<ref>.npz                     (per image dataset)
+    train    -> results/runs/<run>/model.pt, train_metrics.parquet
+    sample   -> results/evals/<eval>/samples.npy, grid.png   (per run x sampler)
+    fid      -> results/evals/<eval>/fid.json                (image datasets)
+    memorize -> results/evals/<eval>/memorize.json, .parquet, .png
+    aggregate-> reports/<profile>/metrics.parquet
+    report   -> reports/<profile>/report.md, report.html, figures/
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Dict, List
+
+STAGES = ["prepare", "fidref", "train", "sample", "fid", "memorize", "aggregate", "report"]
+
+
+def spec_hash(obj, n: int = 8) -> str:
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:n]
+
+
+# ---------------------------------------------------------------------------------------- paths
+class paths:
+    """Output paths of every stage; Snakemake uses them with '{wildcard}' placeholders."""
+
+    @staticmethod
+    def dataset(key):
+        return f"results/data/{key}"
+
+    @staticmethod
+    def fidref(key):
+        return f"results/fidref/{key}.npz"
+
+    @staticmethod
+    def run_dir(key):
+        return f"results/runs/{key}"
+
+    @staticmethod
+    def model(key):
+        return f"results/runs/{key}/model.pt"
+
+    @staticmethod
+    def train_metrics(key):
+        return f"results/runs/{key}/train_metrics.parquet"
+
+    @staticmethod
+    def checkpoints(key):
+        return f"results/runs/{key}/ckpt"
+
+    @staticmethod
+    def eval_dir(key):
+        return f"results/evals/{key}"
+
+    @staticmethod
+    def samples(key):
+        return f"results/evals/{key}/samples.npy"
+
+    @staticmethod
+    def sample_grid(key):
+        return f"results/evals/{key}/grid.png"
+
+    @staticmethod
+    def sample_info(key):
+        return f"results/evals/{key}/sample_info.json"
+
+    @staticmethod
+    def fid(key):
+        return f"results/evals/{key}/fid.json"
+
+    @staticmethod
+    def memorize(key):
+        return f"results/evals/{key}/memorize.json"
+
+    @staticmethod
+    def memorize_table(key):
+        return f"results/evals/{key}/memorize.parquet"
+
+    @staticmethod
+    def memorize_fig(key):
+        return f"results/evals/{key}/memorize.png"
+
+    @staticmethod
+    def metrics(profile):
+        return f"reports/{profile}/metrics.parquet"
+
+    @staticmethod
+    def report_md(profile):
+        return f"reports/{profile}/report.md"
+
+    @staticmethod
+    def report_html(profile):
+        return f"reports/{profile}/report.html"
+
+    @staticmethod
+    def report_summary(profile):
+        return f"reports/{profile}/summary.json"
+
+    @staticmethod
+    def report_figures(profile):
+        return f"reports/{profile}/figures"
+
+
+@dataclass
+class Job:
+    stage: str
+    key: str
+    args: List[str]                  # argv after `python -m stages.<stage>`
+    deps: List[str]                  # input paths (files or folders)
+    outs: List[str]                  # output paths
+    spec: dict                       # exactly the parameters this job depends on
+    param_keys: List[str]            # the params.yaml keys behind `spec` (for DVC)
+    resources: dict = field(default_factory=dict)
+    persist: List[str] = field(default_factory=list)   # side folders kept across reruns (checkpoints)
+    log: str = ""
+
+    @property
+    def command(self) -> str:
+        import shlex
+        return "python -m stages." + self.stage + " " + " ".join(shlex.quote(a) for a in self.args)
+
+
+@dataclass
+class Plan:
+    profile: str
+    params_path: str
+    jobs: Dict[str, Dict[str, Job]]
+
+    def __getitem__(self, stage) -> Dict[str, Job]:
+        return self.jobs[stage]
+
+    def all_jobs(self) -> List[Job]:
+        return [j for s in STAGES for j in self.jobs[s].values()]
+
+    def targets(self) -> List[str]:
+        return self.jobs["report"][self.profile].outs
+
+
+# ---------------------------------------------------------------------------------------- plan
+def dataset_spec(params, name, size):
+    return {"key": name, **params["datasets"][name], "n_train": size}
+
+
+REFERENCE_KEYS = ("kind", "name", "resolution", "source", "seed")   # what FID reference statistics depend on
+
+
+def _leaves(prefix: str, d: dict, only=None) -> List[str]:
+    return [f"{prefix}.{k}" for k in d if only is None or k in only]
+
+
+def plan(params: dict, profile: str | None = None, params_path: str = "params.yaml") -> Plan:
+    profile = profile or params["profile"]
+    if profile not in params["profiles"]:
+        raise KeyError(f"profile {profile!r} is not defined in {params_path} (have: {sorted(params['profiles'])})")
+    prof = params["profiles"][profile]
+    gpus = prof.get("gpus_per_job", 0)
+    device = prof.get("device", "auto")
+    jobs: Dict[str, Dict[str, Job]] = {s: {} for s in STAGES}
+    P = ["--params", params_path]
+    ev = params["evaluation"]
+    fid_cfg = {"mode": ev["fid"].get("mode", "clean")}
+    mem_cfg = {"threshold": ev["memorization"].get("threshold", 1 / 3)}
+    fid_keys = _leaves("evaluation.fid", ev["fid"], {"mode"})
+    mem_keys = _leaves("evaluation.memorization", ev["memorization"], {"threshold"})
+
+    def gpu_res(mem_mb, runtime):
+        return {"gpu": gpus, "mem_mb": mem_mb, "runtime": runtime}
+
+    # FID references: one per image dataset used by the profile
+    fidref_of = {}
+    for exp in prof["experiments"]:
+        dname = exp["dataset"]
+        ds = params["datasets"][dname]
+        if ds["kind"] != "image" or dname in fidref_of:
+            continue
+        count = prof.get("fid_reference", {}).get(dname)
+        spec = {"dataset": {"key": dname, **{k: v for k, v in ds.items() if k in REFERENCE_KEYS}},
+                "count": count, "fid": fid_cfg}
+        key = f"{dname}-ref{count or 'all'}-{fid_cfg['mode']}-{spec_hash(spec, 6)}"
+        fidref_of[dname] = key
+        jobs["fidref"][key] = Job(
+            "fidref", key, P + ["--ref", key, "--out", paths.fidref(key), "--device", device],
+            deps=[], outs=[paths.fidref(key)], spec=spec,
+            param_keys=_leaves(f"datasets.{dname}", ds, REFERENCE_KEYS) + fid_keys
+            + ([f"profiles.{profile}.fid_reference.{dname}"] if dname in prof.get("fid_reference", {}) else []),
+            resources=gpu_res(8000, 60),
+            log=f"results/logs/fidref/{key}.log")
+
+    for exp in prof["experiments"]:
+        dname = exp["dataset"]
+        ds = params["datasets"][dname]
+        for size in exp["sizes"]:
+            dspec = dataset_spec(params, dname, size)
+            dkey = f"{dname}-n{size}-{spec_hash(dspec, 6)}"
+            jobs["prepare"].setdefault(dkey, Job(
+                "prepare", dkey, P + ["--dataset", dkey, "--out", paths.dataset(dkey)],
+                deps=[], outs=[paths.dataset(dkey)], spec=dspec, param_keys=_leaves(f"datasets.{dname}", ds),
+                resources={"mem_mb": 4000, "runtime": 30}, log=f"results/logs/prepare/{dkey}.log"))
+            for method in exp["methods"]:
+                for seed in exp["seeds"]:
+                    tname = exp["training"]
+                    rspec = {"dataset": dspec, "method": {"name": method, **params["methods"][method]},
+                             "training": {"name": tname, **params["training"][tname]}, "seed": seed}
+                    rkey = f"{dname}-n{size}_{method}_{tname}_s{seed}_{spec_hash(rspec)}"
+                    jobs["train"][rkey] = Job(
+                        "train", rkey,
+                        P + ["--run", rkey, "--data", paths.dataset(dkey), "--out", paths.run_dir(rkey),
+                             "--device", device],
+                        deps=[paths.dataset(dkey)], outs=[paths.model(rkey), paths.train_metrics(rkey)],
+                        spec=rspec, persist=[paths.checkpoints(rkey)],
+                        param_keys=_leaves(f"datasets.{dname}", ds) + [f"methods.{method}", f"training.{tname}"],
+                        resources=gpu_res(16000, 24 * 60), log=f"results/logs/train/{rkey}.log")
+                    for sname in exp["sampling"]:
+                        espec = {"run": rkey, "sampling": {"name": sname, **params["sampling"][sname]},
+                                 "num_samples": exp["num_samples"]}
+                        ekey = f"{rkey}__{sname}-n{exp['num_samples']}_{spec_hash(espec, 6)}"
+                        jobs["sample"][ekey] = Job(
+                            "sample", ekey,
+                            P + ["--eval", ekey, "--model", paths.model(rkey), "--out", paths.eval_dir(ekey),
+                                 "--device", device],
+                            deps=[paths.model(rkey)],
+                            outs=[paths.samples(ekey), paths.sample_grid(ekey), paths.sample_info(ekey)],
+                            spec=espec, param_keys=[f"sampling.{sname}"], resources=gpu_res(16000, 6 * 60),
+                            log=f"results/logs/sample/{ekey}.log")
+                        if ds["kind"] == "image":
+                            ref = fidref_of[dname]
+                            jobs["fid"][ekey] = Job(
+                                "fid", ekey,
+                                ["--samples", paths.samples(ekey), "--ref", paths.fidref(ref),
+                                 "--out", paths.fid(ekey), "--device", device],
+                                deps=[paths.samples(ekey), paths.fidref(ref)], outs=[paths.fid(ekey)],
+                                spec={"eval": ekey, "ref": ref, **fid_cfg}, param_keys=fid_keys,
+                                resources=gpu_res(8000, 60), log=f"results/logs/fid/{ekey}.log")
+                        jobs["memorize"][ekey] = Job(
+                            "memorize", ekey,
+                            ["--samples", paths.samples(ekey), "--data", paths.dataset(dkey),
+                             "--out", paths.memorize(ekey), "--table", paths.memorize_table(ekey),
+                             "--figure", paths.memorize_fig(ekey), "--threshold", repr(mem_cfg["threshold"]),
+                             "--device", device],
+                            deps=[paths.samples(ekey), paths.dataset(dkey)],
+                            outs=[paths.memorize(ekey), paths.memorize_table(ekey), paths.memorize_fig(ekey)],
+                            spec={"eval": ekey, **mem_cfg}, param_keys=mem_keys,
+                            resources=gpu_res(16000, 60), log=f"results/logs/memorize/{ekey}.log")
+
+    agg_deps = ([paths.train_metrics(k) for k in jobs["train"]] + [paths.samples(k) for k in jobs["sample"]]
+                + [paths.fid(k) for k in jobs["fid"]] + [paths.memorize(k) for k in jobs["memorize"]])
+    jobs["aggregate"][profile] = Job(
+        "aggregate", profile, P + ["--profile", profile, "--out", paths.metrics(profile)],
+        deps=agg_deps, outs=[paths.metrics(profile)],
+        spec={"runs": sorted(jobs["train"]), "evals": sorted(jobs["sample"])}, param_keys=[],
+        resources={"mem_mb": 4000, "runtime": 30}, log=f"results/logs/aggregate/{profile}.log")
+    report_deps = ([paths.metrics(profile)] + [paths.sample_grid(k) for k in jobs["sample"]]
+                   + [paths.memorize_fig(k) for k in jobs["memorize"]])
+    jobs["report"][profile] = Job(
+        "report", profile,
+        P + ["--profile", profile, "--metrics", paths.metrics(profile), "--out", f"reports/{profile}"],
+        deps=report_deps,
+        outs=[paths.report_md(profile), paths.report_html(profile), paths.report_summary(profile),
+              paths.report_figures(profile)],
+        spec={"profile": profile}, param_keys=[], resources={"mem_mb": 4000, "runtime": 30},
+        log=f"results/logs/report/{profile}.log")
+    return Plan(profile=profile, params_path=params_path, jobs=jobs)
+
+
+def find_job(params: dict, stage: str, key: str, params_path="params.yaml") -> Job:
+    """The job `key` of `stage` in any profile (keys embed a hash of their parameters)."""
+    for profile in params["profiles"]:
+        job = plan(params, profile, params_path).jobs[stage].get(key)
+        if job is not None:
+            return job
+    raise KeyError(
+        f"{stage} job {key!r} is not in any profile of {params_path}: the parameters changed since the "
+        f"workflow was planned. Rerun snakemake, or regenerate dvc.yaml (python -m workflow.make_dvc) and dvc repro.")

@@ -1,0 +1,139 @@
+"""Assemble the report of one profile: tables, figures and the claims table."""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from ..io import atomic_write_json, atomic_write_text
+from .claims import NOT_RUN, claims_table
+from .doc import Doc
+from .figures import FIGURES
+
+HOW_TO_READ = (
+    "Every number comes from the tidy table `metrics.parquet` next to this file (one row per run x "
+    "evaluation x metric x step). FID uses clean-fid's `clean` mode (PIL bicubic resize to 299x299, "
+    "Inception-v3 pool features) against the reference statistics named in the table; FID depends on "
+    "the number of samples and on the reference set, so compare only numbers with equal counts, and "
+    "do not compare them with papers' FIDs (50k samples, different resizing). Memorization follows Gu "
+    "et al. (2023): a sample is memorized when its nearest training image is closer than a third of the "
+    "distance to the second nearest (pixel L2). ± is the standard deviation over seeds (n = seeds).")
+
+
+def _mean_std(df: pd.DataFrame, by, value="value") -> pd.DataFrame:
+    g = df.groupby(by, dropna=False)[value].agg(["mean", "std", "count"]).reset_index()
+    g["value"] = [f"{m:.4g}" + (f" ± {s:.2g}" if c > 1 else "") + f" (n={c})"
+                  for m, s, c in zip(g["mean"], g["std"].fillna(0), g["count"])]
+    return g
+
+
+def fid_table(df):
+    d = df[df["metric"] == "fid"]
+    if d.empty:
+        return pd.DataFrame()
+    by = ["dataset", "n_train", "method", "training", "sampling", "nfe", "num_samples", "fid_ref_count"]
+    t = _mean_std(d, by)
+    t["fid_ref_count"] = t["fid_ref_count"].map(lambda c: "whole training split" if pd.isna(c) else int(c))
+    return t[by + ["value"]].rename(columns={"n_train": "N", "value": "FID (clean)", "num_samples": "samples",
+                                             "fid_ref_count": "reference images"})
+
+
+def memorization_table(df):
+    d = df[df["metric"].isin(["mem_fraction_memorized", "mem_median_ratio"])]
+    if d.empty:
+        return pd.DataFrame()
+    by = ["dataset", "n_train", "method", "training", "sampling", "num_samples"]
+    parts = []
+    for metric, label in (("mem_fraction_memorized", "fraction memorized"), ("mem_median_ratio", "median d1/d2")):
+        t = _mean_std(d[d["metric"] == metric], by).rename(columns={"value": label})
+        parts.append(t[by + [label]])
+    t = parts[0].merge(parts[1], on=by, how="outer")
+    return t.rename(columns={"n_train": "N", "num_samples": "samples"})
+
+
+def runs_table(df):
+    d = df[df["metric"] == "train_loss"]
+    if d.empty:
+        return pd.DataFrame()
+    last = d.loc[d.groupby("run")["step"].idxmax()]
+    cols = ["run", "method", "network", "seed", "step", "value", "wall_time_s", "device", "git_commit"]
+    cols = [c for c in cols if c in last.columns]
+    return last[cols].rename(columns={"step": "steps", "value": "final loss"})
+
+
+def _copy_eval_images(df, fig_dir: Path):
+    """Sample grids and memorized pairs of every evaluation, copied next to the report."""
+    from ..pipeline.grid import paths
+
+    out = []
+    for i, ekey in enumerate(sorted(df["eval"].dropna().unique())):
+        for src, prefix, what in ((paths.sample_grid(ekey), "samples", "samples"),
+                                  (paths.memorize_fig(ekey), "memorized", "most memorized samples (left) and nearest training images (right)")):
+            if Path(src).exists():
+                name = f"{prefix}-{i:03d}.png"
+                shutil.copyfile(src, fig_dir / name)
+                out.append((prefix, f"figures/{name}", f"{ekey}: {what}"))
+    return out
+
+
+def build_report(df: pd.DataFrame, profile: str, out_dir) -> dict:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp_fig = Path(tempfile.mkdtemp(prefix=".figures-", dir=out))
+    try:
+        doc = Doc(f"diffrepro report — profile `{profile}`")
+        commits = sorted(df["git_commit"].dropna().unique()) if "git_commit" in df else []
+        devices = sorted(df["device"].dropna().unique()) if "device" in df else []
+        doc.p(f"Runs: {df['run'].nunique()}; evaluations: {df['eval'].nunique() if 'eval' in df else 0}; "
+              f"code: {', '.join(c[:12] for c in commits) or 'unknown'}; devices: {', '.join(devices) or 'unknown'}.")
+        if profile == "smoke":
+            doc.p("This is the `smoke` profile: tiny networks trained for minutes on a CPU. It checks that the "
+                  "pipeline works end to end; its numbers say nothing about the papers' claims.")
+        doc.h("How to read this report")
+        doc.p(HOW_TO_READ)
+
+        claims = claims_table(df)
+        doc.h("Claims")
+        doc.table(claims, "One row per claim; verdicts follow the rule in each row's reason.")
+
+        doc.h("FID")
+        doc.table(fid_table(df), "FID by dataset size, method and sampler; mean ± std over seeds.")
+        doc.h("Memorization")
+        doc.table(memorization_table(df), "Memorization (Gu et al. criterion) of the generated samples.")
+
+        doc.h("Figures")
+        made = []
+        for name, (fn, caption) in FIGURES.items():
+            if fn(df, tmp_fig / name):
+                doc.image(f"figures/{name}", caption)
+                made.append(name)
+        images = _copy_eval_images(df, tmp_fig)
+        for kind in ("samples", "memorized"):
+            for _, rel, caption in (i for i in images if i[0] == kind):
+                doc.image(rel, caption)
+
+        doc.h("Runs")
+        doc.table(runs_table(df), "Final state of each training run, with provenance.")
+
+        fig_dir = out / "figures"
+        if fig_dir.exists():
+            shutil.rmtree(fig_dir)
+        os.replace(tmp_fig, fig_dir)
+    finally:
+        if tmp_fig.exists():
+            shutil.rmtree(tmp_fig)
+    atomic_write_text(out / "report.md", doc.markdown())
+    atomic_write_text(out / "report.html", doc.html())
+    fid = df[df["metric"] == "fid"]
+    mem = df[df["metric"] == "mem_fraction_memorized"]
+    summary = {"profile": profile, "runs": int(df["run"].nunique()),
+               "claims_filled": int((claims["verdict"] != NOT_RUN).sum()),
+               "verdicts": claims.set_index("id")["verdict"].to_dict(),
+               "fid": {k: float(v) for k, v in fid.groupby("eval")["value"].mean().items()},
+               "fraction_memorized": {k: float(v) for k, v in mem.groupby("eval")["value"].mean().items()},
+               "figures": made}
+    atomic_write_json(out / "summary.json", summary)
+    return summary

@@ -1,0 +1,225 @@
+"""The claims table: one row per claim of the reproduced papers, filled from the metrics table.
+
+Each evaluator looks for the runs its measurement needs; if they are absent the row says "not run"
+and what would produce it. Verdicts: agrees / disagrees / inconclusive (with the reason). With two or
+more seeds a difference counts only if it exceeds twice its standard error; with one seed, only if it
+exceeds 10% (and the row says "one seed").
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+import pandas as pd
+
+CLAIMS = [
+    ("E1", "Heun rho=7 reaches Euler's FID with <= half the NFE", "EDM", "FID vs NFE, both samplers, same model",
+     "NFE ratio <= 0.5"),
+    ("E2", "EDM precond + log-normal sigma + lambda beat VP/VE at equal training", "EDM Table 2", "FID per config",
+     "FID(EDM) < FID(VP), FID(VE)"),
+    ("S1", "Masking up to 98% keeps FID competitive", "Sparse", "FID vs eta on full data",
+     "FID(eta) <= 1.25 x FID(0)"),
+    ("S2", "Masking reduces memorization on small data", "Sparse", "memorization ratio vs eta at N <= 2k",
+     "memorized fraction falls with eta"),
+    ("S3", "Masking avoids small-data instability", "Sparse", "FID vs training steps at small N",
+     "baseline FID worsens late, masked does not"),
+    ("I1", "InfoNoise reaches baseline FID in fewer updates", "InfoNoise", "steps-to-target-FID ratio",
+     "ratio < 1"),
+    ("T1", "STF lowers target variance at intermediate sigma", "STF", "trace-cov of targets vs sigma",
+     "trace ratio < 1 at intermediate sigma"),
+    ("T2", "STF improves FID at equal training", "STF", "FID", "FID(STF) < FID(baseline)"),
+    ("K1", "Memorization rises with training time for large models", "K&K", "ratio vs steps x width",
+     "memorized fraction grows with steps, more for wider nets"),
+    ("K2", "Overfitting peaks at intermediate sigma", "K&K", "gap(sigma) curves", "gap peak not at the grid ends"),
+    ("K3", "Trajectories stay away from noisy training data", "K&K", "trajectory distances",
+     "trajectory distance to noised training data > that of noised training points"),
+    ("G1", "Memorization falls as N grows", "Gu et al.", "ratio vs N", "memorized fraction falls with N"),
+]
+
+
+@dataclass
+class Verdict:
+    value: str
+    spread: str
+    verdict: str
+    reason: str
+
+
+NOT_RUN = "not run"
+EVALUATORS: Dict[str, Callable[[pd.DataFrame], Verdict]] = {}
+
+
+def evaluator(cid):
+    def wrap(fn):
+        EVALUATORS[cid] = fn
+        return fn
+    return wrap
+
+
+# ------------------------------------------------------------------------------------ helpers
+def seed_stats(df: pd.DataFrame, by: List[str], value="value") -> pd.DataFrame:
+    g = df.groupby(by, dropna=False)[value]
+    out = g.agg(["mean", "std", "count"]).reset_index()
+    out["se"] = out["std"] / np.sqrt(out["count"])
+    return out
+
+
+def fmt(mean, std, n) -> str:
+    if n and n > 1 and not math.isnan(std):
+        return f"{mean:.3g} ± {std:.2g} (n={int(n)})"
+    return f"{mean:.3g} (n=1)"
+
+
+def compare(a: pd.Series, b: pd.Series) -> tuple[int, str]:
+    """Sign of mean(a) - mean(b) if it is resolved (+1 / -1), else 0; with the rule used."""
+    diff = a["mean"] - b["mean"]
+    if a["count"] > 1 and b["count"] > 1:
+        se = math.sqrt(a["se"] ** 2 + b["se"] ** 2)
+        return (int(np.sign(diff)) if abs(diff) > 2 * se else 0), "2 s.e. rule"
+    rel = abs(diff) / max(abs(b["mean"]), 1e-12)
+    return (int(np.sign(diff)) if rel > 0.10 else 0), "one seed: 10% rule"
+
+
+def baseline_mask(df):
+    return (df.get("mask_ratio", 0) == 0) & (df.get("target", "none") == "none") & \
+        (df.get("sigma_dist", "lognormal").isin(["lognormal", "vp", "loguniform"]))
+
+
+def final_fid(df: pd.DataFrame) -> pd.DataFrame:
+    return df[df["metric"] == "fid"]
+
+
+def not_run(reason: str) -> Verdict:
+    return Verdict("–", "–", NOT_RUN, reason)
+
+
+# ------------------------------------------------------------------------------------ evaluators
+@evaluator("E1")
+def _e1(df):
+    fid = final_fid(df)
+    best = None
+    for run, g in fid.groupby("run"):
+        eu, he = g[g["sampler"] == "euler"], g[g["sampler"] == "heun"]
+        if eu.empty or len(he) < 2:
+            continue
+        target = eu.loc[eu["nfe"].idxmax()]
+        ok = he[he["value"] <= target["value"]]
+        ratio = (ok["nfe"].min() / target["nfe"]) if len(ok) else float("inf")
+        best = (run, target, ratio)
+        break
+    if best is None:
+        return not_run("needs one model sampled with Euler and with Heun at several step counts")
+    run, target, ratio = best
+    value = f"Euler FID {target['value']:.3g} at {int(target['nfe'])} NFE; Heun NFE ratio {ratio:.2f}"
+    if math.isinf(ratio):
+        return Verdict(value, "one model", "disagrees", "no Heun setting reached Euler's best FID")
+    return Verdict(value, "one model", "agrees" if ratio <= 0.5 else "disagrees", f"run {run}")
+
+
+@evaluator("E2")
+def _e2(df):
+    fid = final_fid(df)
+    fid = fid[(fid["method"].isin(["edm", "vp", "ve"])) & (fid["sampling"] == fid["sampling"].iloc[0])] \
+        if len(fid) else fid
+    if fid.empty:
+        return not_run("needs FID of EDM, VP and VE runs")
+    for (ds, n, tr), g in fid.groupby(["dataset", "n_train", "training"]):
+        st = seed_stats(g, ["precond"]).set_index("precond")
+        if "edm" in st.index and len(st) >= 2:
+            others = [p for p in ("vp", "ve") if p in st.index]
+            signs = [compare(st.loc["edm"], st.loc[o])[0] for o in others]
+            rule = compare(st.loc["edm"], st.loc[others[0]])[1]
+            value = ", ".join(f"{p.upper()} {st.loc[p, 'mean']:.3g}" for p in st.index)
+            spread = "; ".join(fmt(st.loc[p, "mean"], st.loc[p, "std"], st.loc[p, "count"]) for p in st.index)
+            verdict = "agrees" if all(s < 0 for s in signs) else ("disagrees" if any(s > 0 for s in signs)
+                                                                   else "inconclusive")
+            return Verdict(f"{ds} N={n}: {value}", spread, verdict, f"{rule}; training {tr}")
+    return not_run("needs EDM and VP/VE runs on the same dataset size and training config")
+
+
+def _by_mask(df, metric, max_n=None):
+    m = df[(df["metric"] == metric) & (df.get("target", "none") == "none")]
+    if "mask_ratio" not in m or m["mask_ratio"].nunique() < 2:
+        return None
+    if max_n is not None:
+        m = m[m["n_train"] <= max_n]
+    if m.empty:
+        return None
+    n = m["n_train"].max() if max_n is None else m["n_train"].min()
+    m = m[m["n_train"] == n]
+    return n, seed_stats(m, ["mask_ratio"]).set_index("mask_ratio").sort_index()
+
+
+@evaluator("S1")
+def _s1(df):
+    r = _by_mask(df, "fid")
+    if r is None:
+        return not_run("needs FID of masked runs (mask ratios incl. 0) on one dataset size")
+    n, st = r
+    base = st.loc[0.0]
+    worst = max(st.index)
+    rel = st.loc[worst, "mean"] / base["mean"]
+    value = f"N={n}: " + ", ".join(f"eta={k:g}: {v:.3g}" for k, v in st["mean"].items())
+    spread = "; ".join(fmt(r_["mean"], r_["std"], r_["count"]) for _, r_ in st.iterrows())
+    return Verdict(value, spread, "agrees" if rel <= 1.25 else "disagrees", f"FID(eta={worst:g}) / FID(0) = {rel:.2f}")
+
+
+@evaluator("S2")
+def _s2(df):
+    r = _by_mask(df, "mem_fraction_memorized", max_n=2000)
+    if r is None:
+        return not_run("needs memorization of masked runs at N <= 2000")
+    n, st = r
+    sign, rule = compare(st.loc[max(st.index)], st.loc[0.0])
+    value = f"N={n}: " + ", ".join(f"eta={k:g}: {v:.3f}" for k, v in st["mean"].items())
+    spread = "; ".join(fmt(r_["mean"], r_["std"], r_["count"]) for _, r_ in st.iterrows())
+    verdict = {-1: "agrees", 1: "disagrees", 0: "inconclusive"}[sign]
+    return Verdict(value, spread, verdict, rule)
+
+
+@evaluator("T2")
+def _t2(df):
+    fid = final_fid(df)
+    if "target" not in fid or not (fid["target"] == "stf").any():
+        return not_run("needs FID of an STF run and its baseline")
+    stf = fid[fid["target"] == "stf"]
+    for (ds, n, tr), g in stf.groupby(["dataset", "n_train", "training"]):
+        base = fid[(fid["dataset"] == ds) & (fid["n_train"] == n) & (fid["training"] == tr) & (fid["method"] == "edm")]
+        if base.empty:
+            continue
+        a, b = seed_stats(g, ["dataset"]).iloc[0], seed_stats(base, ["dataset"]).iloc[0]
+        sign, rule = compare(a, b)
+        return Verdict(f"{ds} N={n}: STF {a['mean']:.3g} vs EDM {b['mean']:.3g}",
+                       f"{fmt(a['mean'], a['std'], a['count'])}; {fmt(b['mean'], b['std'], b['count'])}",
+                       {-1: "agrees", 1: "disagrees", 0: "inconclusive"}[sign], rule)
+    return not_run("needs an STF run and an EDM baseline with the same data and training")
+
+
+@evaluator("G1")
+def _g1(df):
+    m = df[(df["metric"] == "mem_fraction_memorized") & (df["method"] == "edm")]
+    if m["n_train"].nunique() < 2:
+        return not_run("needs memorization of the EDM baseline at two or more dataset sizes")
+    ds = m["dataset"].iloc[0]
+    st = seed_stats(m[m["dataset"] == ds], ["n_train"]).set_index("n_train").sort_index()
+    sign, rule = compare(st.iloc[-1], st.iloc[0])
+    value = f"{ds}: " + ", ".join(f"N={k}: {v:.3f}" for k, v in st["mean"].items())
+    spread = "; ".join(fmt(r["mean"], r["std"], r["count"]) for _, r in st.iterrows())
+    verdict = {-1: "agrees", 1: "disagrees", 0: "inconclusive"}[sign]
+    if sign == 0 and st["mean"].max() == 0:
+        return Verdict(value, spread, "inconclusive", "no memorization at any N: train longer on small N")
+    return Verdict(value, spread, verdict, rule)
+
+
+def claims_table(df: pd.DataFrame, extra: Optional[Dict[str, Callable]] = None) -> pd.DataFrame:
+    evals = {**EVALUATORS, **(extra or {})}
+    rows = []
+    for cid, claim, source, measurement, direction in CLAIMS:
+        fn = evals.get(cid)
+        v = fn(df) if fn else not_run(f"needs: {measurement}")
+        rows.append({"id": cid, "claim": claim, "source": source, "measurement": measurement,
+                     "paper's direction": direction, "measured": v.value, "seed spread": v.spread,
+                     "verdict": v.verdict, "reason": v.reason})
+    return pd.DataFrame(rows)

@@ -1,0 +1,87 @@
+"""Figures of the report, drawn from the tidy metrics table."""
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from ..io import atomic_savefig  # noqa: E402
+
+
+def _save(fig, path):
+    fig.tight_layout()
+    atomic_savefig(path, fig, dpi=120)
+    plt.close(fig)
+
+
+def loss_curves(df: pd.DataFrame, path) -> bool:
+    d = df[df["metric"] == "train_loss"]
+    if d.empty:
+        return False
+    groups = list(d.groupby(["dataset", "n_train"]))
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.5 * len(groups), 3.4), squeeze=False)
+    for ax, ((ds, n), g) in zip(axes[0], groups):
+        for run, r in g.groupby("run"):
+            label = f"{r['method'].iloc[0]} s{r['seed'].iloc[0]}"
+            ax.plot(r["step"], r["value"], label=label, lw=1.2)
+        ax.set(title=f"{ds}, N={n}", xlabel="step", ylabel="training loss (weighted)")
+        ax.set_yscale("log")
+        ax.legend(fontsize=7)
+    _save(fig, path)
+    return True
+
+
+def sigma_profile(df: pd.DataFrame, path) -> bool:
+    """Final per-sigma-bin unweighted MSE (denoising error vs noise level) per run."""
+    d = df[(df["metric"] == "bin_mse") & df["sigma"].notna()]
+    if d.empty:
+        return False
+    last = d[d["step"] == d.groupby("run")["step"].transform("max")]
+    groups = list(last.groupby(["dataset", "n_train"]))
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.5 * len(groups), 3.4), squeeze=False)
+    for ax, ((ds, n), g) in zip(axes[0], groups):
+        for run, r in g.groupby("run"):
+            r = r.sort_values("sigma")
+            ax.plot(r["sigma"], r["value"], marker="o", ms=3, lw=1, label=f"{r['method'].iloc[0]} s{r['seed'].iloc[0]}")
+        ax.set(xscale="log", yscale="log", title=f"{ds}, N={n}", xlabel="sigma", ylabel="MSE per dim (last log window)")
+        ax.legend(fontsize=7)
+    _save(fig, path)
+    return True
+
+
+def memorization_vs_n(df: pd.DataFrame, path) -> bool:
+    d = df[df["metric"] == "mem_fraction_memorized"]
+    if d.empty or d["n_train"].nunique() < 2:
+        return False
+    fig, ax = plt.subplots(figsize=(4.8, 3.4))
+    for (ds, method), g in d.groupby(["dataset", "method"]):
+        st = g.groupby("n_train")["value"].agg(["mean", "std"]).reset_index()
+        ax.errorbar(st["n_train"], st["mean"], yerr=st["std"].fillna(0), marker="o", capsize=3, label=f"{ds} {method}")
+    ax.set(xscale="log", xlabel="training set size N", ylabel="fraction memorized (d1/d2 < 1/3)")
+    ax.legend(fontsize=7)
+    _save(fig, path)
+    return True
+
+
+def fid_vs_nfe(df: pd.DataFrame, path) -> bool:
+    d = df[(df["metric"] == "fid") & df["nfe"].notna()]
+    if d.empty or d["nfe"].nunique() < 2:
+        return False
+    fig, ax = plt.subplots(figsize=(4.8, 3.4))
+    for (run, sampler), g in d.groupby(["run", "sampler"]):
+        g = g.sort_values("nfe")
+        ax.plot(g["nfe"], g["value"], marker="o", label=f"{g['method'].iloc[0]} {sampler}")
+    ax.set(xscale="log", yscale="log", xlabel="NFE", ylabel="FID")
+    ax.legend(fontsize=7)
+    _save(fig, path)
+    return True
+
+
+FIGURES = {
+    "loss_curves.png": (loss_curves, "Training loss per run (EDM-weighted, mean over each logging window)."),
+    "sigma_profile.png": (sigma_profile, "Unweighted denoising MSE per noise level at the end of training."),
+    "memorization_vs_n.png": (memorization_vs_n, "Fraction of samples memorized versus training set size."),
+    "fid_vs_nfe.png": (fid_vs_nfe, "FID versus number of function evaluations."),
+}

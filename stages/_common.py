@@ -1,0 +1,44 @@
+"""Shared CLI plumbing for the stages: argument helpers and clean error reporting."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import traceback
+
+log = logging.getLogger("diffrepro")
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    return p
+
+
+def add_params(p: argparse.ArgumentParser):
+    p.add_argument("--params", default="params.yaml", help="the experiment grid (params.yaml)")
+
+
+def add_device(p: argparse.ArgumentParser):
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to compute")
+
+
+def main_guard(main):
+    """Run a stage's main(); expected failures print one clear line and exit 1 (no traceback)."""
+    from diffrepro.pipeline.params import ParamsError
+
+    expected = [ParamsError, KeyError, FileNotFoundError]
+    for mod, name in (("diffrepro.data", "DatasetError"), ("diffrepro.training", "TrainingDiverged"),
+                      ("diffrepro.metrics.fid", "InceptionWeightsError")):
+        try:
+            expected.append(getattr(__import__(mod, fromlist=[name]), name))
+        except (ImportError, AttributeError):
+            pass
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        main()
+    except tuple(expected) as exc:
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+        print(f"error: {msg}", file=sys.stderr)
+        if "DIFFREPRO_DEBUG" in __import__("os").environ:
+            traceback.print_exc()
+        sys.exit(1)

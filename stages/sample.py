@@ -1,0 +1,81 @@
+"""Draw samples from a trained model with the configured sampler.
+
+    python -m stages.sample --eval <eval-key> --model results/runs/<run>/model.pt --out results/evals/<eval-key>
+
+Sample k always starts from seed k (one generator per sample), so samples do not depend on the
+batch size or device count, and every run is compared on the same latents. Writes samples.npy
+(uint8 NHWC for images, float32 for 2D toys) and grid.png.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from stages._common import add_device, add_params, log, main_guard, parser
+
+
+def draw(denoiser, shape, num_samples, sampling: dict, device, batch_size, progress=True):
+    from tqdm.auto import tqdm
+
+    from diffrepro.samplers import generate, to_uint8
+
+    kw = {k: v for k, v in sampling.items() if k not in ("name",)}
+    chunks, nfe = [], 0
+    bar = tqdm(total=num_samples, desc="sample", unit="img", disable=not progress, mininterval=5)
+    for start in range(0, num_samples, batch_size):
+        seeds = list(range(start, min(start + batch_size, num_samples)))
+        with torch.no_grad():
+            res = generate(denoiser, shape, seeds, device=device, **kw)
+        x = res.samples
+        chunks.append(to_uint8(x) if len(shape) == 3 else x.float().cpu().numpy())
+        nfe = res.nfe
+        bar.update(len(seeds))
+    bar.close()
+    return np.concatenate(chunks), nfe
+
+
+def main(argv=None):
+    p = parser(__doc__)
+    add_params(p)
+    p.add_argument("--eval", required=True, help="evaluation key (from the workflow plan)")
+    p.add_argument("--model", required=True)
+    p.add_argument("--out", required=True, help="evaluation folder")
+    p.add_argument("--batch-size", type=int, default=None, help="default: evaluation.sample_batch_size")
+    add_device(p)
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+
+    from diffrepro.device import pick_device
+    from diffrepro.io import atomic_save_npy, atomic_write_json
+    from diffrepro.models import load_model
+    from diffrepro.pipeline.grid import find_job
+    from diffrepro.pipeline.params import load_params
+    from diffrepro.plots import save_image_grid, save_scatter
+    from diffrepro.provenance import environment
+
+    params = load_params(args.params)
+    spec = find_job(params, "sample", args.eval, args.params).spec
+    device = pick_device(args.device)
+    D, rec = load_model(args.model, device)
+    shape = tuple(rec["data_shape"])
+    batch = args.batch_size or params["evaluation"].get("sample_batch_size", 256)
+    out = Path(args.out)
+    t0 = time.time()
+    samples, nfe = draw(D, shape, spec["num_samples"], spec["sampling"], device, batch, not args.no_progress)
+    wall = time.time() - t0
+    log.info("%d samples, %d NFE each, in %.1f s", len(samples), nfe, wall)
+    if samples.ndim == 4:
+        save_image_grid(out / "grid.png", samples[:64])
+    else:
+        save_scatter(out / "grid.png", samples, title=args.eval.split("__")[0])
+    atomic_write_json(out / "sample_info.json", {"eval": args.eval, "nfe": nfe, "num_samples": len(samples),
+                                                 "sampling": spec["sampling"], "wall_time_s": wall,
+                                                 **environment(device)})
+    atomic_save_npy(out / "samples.npy", samples)
+
+
+if __name__ == "__main__":
+    main_guard(main)
