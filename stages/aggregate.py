@@ -51,6 +51,25 @@ def eval_rows(ekey: str, espec: dict, base: dict, final_step: int) -> list[dict]
     return rows
 
 
+def analysis_frames(plan) -> list[pd.DataFrame]:
+    """Per-dataset analyses (STF target variance) as tidy rows."""
+    from diffrepro.pipeline.grid import paths
+
+    out = []
+    for dkey, job in plan["targetvar"].items():
+        t = pd.read_parquet(paths.targetvar(dkey))
+        dspec = plan["prepare"][dkey].spec
+        rows = []
+        for metric, col in (("stf_target_trace", "trace"), ("stf_trace_ratio", "ratio")):
+            r = t[["sigma", "ref_batch", col]].rename(columns={col: "value"})
+            r["metric"] = metric
+            rows.append(r)
+        r = pd.concat(rows, ignore_index=True)
+        r["dataset"], r["n_train"], r["analysis"] = dspec["key"], dspec["n_train"], f"targetvar/{dkey}"
+        out.append(r)
+    return out
+
+
 def collect(plan) -> pd.DataFrame:
     from diffrepro.pipeline.grid import paths
 
@@ -67,9 +86,11 @@ def collect(plan) -> pd.DataFrame:
         for ekey, ejob in plan["sample"].items():
             if ejob.spec["run"] == rkey:
                 extra.extend({**r, **prov} for r in eval_rows(ekey, ejob.spec, base, final_step))
+    frames.extend(analysis_frames(plan))
     df = pd.concat(frames + [pd.DataFrame(extra)], ignore_index=True)
     first = ["run", "eval", "dataset", "n_train", "method", "precond", "training", "network", "seed", "sampling",
-             "sampler", "num_steps", "nfe", "num_samples", "metric", "value", "step", "nimg", "sigma_bin", "sigma"]
+             "sampler", "num_steps", "nfe", "num_samples", "metric", "value", "step", "nimg", "sigma_bin", "sigma",
+             "ref_batch"]
     cols = [c for c in first if c in df.columns] + [c for c in df.columns if c not in first]
     return df[cols]
 

@@ -40,6 +40,22 @@ def metrics_frame(rows, cfg, run_key: str, provenance: dict) -> pd.DataFrame:
     return df
 
 
+def sigma_dist_rows(sigma_dist) -> list[dict]:
+    """An adaptive sigma distribution's profile snapshots (InfoNoise) as tidy metric rows."""
+    if not hasattr(sigma_dist, "history"):
+        return []
+    rows = []
+    for snap in sigma_dist.history() + [sigma_dist.profile_snapshot()]:
+        step = int(snap["step"])
+        if step < 0:
+            continue
+        for name in ("q", "rho", "pi"):
+            for i, (ln_s, v) in enumerate(zip(snap["ln_sigma"], snap[name])):
+                rows.append(dict(step=step, nimg=-1, metric=f"infonoise_{name}", value=float(v), sigma_bin=i,
+                                 sigma=math.exp(float(ln_s))))
+    return rows
+
+
 def main(argv=None):
     p = parser(__doc__)
     add_params(p)
@@ -89,7 +105,14 @@ def main(argv=None):
     provenance = {**env, "params_hash": args.run.rsplit("_", 1)[-1], "dataset_sha256": ds.manifest.get("sha256", {}).get("train.npy", ""),
                   "seed": seed, "wall_time_s": state.wall_s, "n_params": n_params}
     snapshots = sorted(str(p.relative_to(out)) for p in (out / "ckpt" / "snapshots").glob("step-*.pt"))
-    atomic_write_parquet(out / "train_metrics.parquet", metrics_frame(state.metrics, cfg, args.run, provenance))
+    frame = metrics_frame(state.metrics, cfg, args.run, provenance)
+    extra = sigma_dist_rows(objective.sigma_dist)
+    if extra:
+        extra = pd.DataFrame(extra).drop_duplicates(["step", "metric", "sigma_bin"], keep="last")
+        for k, v in {"run": args.run, **provenance}.items():
+            extra[k] = v
+        frame = pd.concat([frame, extra], ignore_index=True)
+    atomic_write_parquet(out / "train_metrics.parquet", frame)
     save_model(out / "model.pt", ema_state=trainer.ema.state_dict(), net_cfg=net_cfg, precond=method["precond"],
                spec=spec, extra={"provenance": provenance, "snapshots": snapshots, "steps": state.step,
                                  "nimg": state.nimg, "sigma_dist": objective.sigma_dist.state_dict(),

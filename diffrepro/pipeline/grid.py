@@ -5,6 +5,7 @@ so the two orchestrators build the same DAG with the same output paths. Each job
 parameters it depends on; its key is a readable name plus a hash of them.
 
     prepare  -> results/data/<dataset>/                      (per dataset subset)
+    targetvar-> results/analysis/targetvar/<dataset>.parquet (per image subset: STF target variance)
     fidref   -> results/fidref/<ref>.npz                     (per image dataset)
     train    -> results/runs/<run>/model.pt, train_metrics.parquet
     sample   -> results/evals/<eval>/samples.npy, grid.png   (per run x sampler)
@@ -20,7 +21,11 @@ import json
 from dataclasses import dataclass, field
 from typing import Dict, List
 
-STAGES = ["prepare", "fidref", "train", "sample", "fid", "memorize", "aggregate", "report"]
+STAGES = ["prepare", "fidref", "targetvar", "train", "sample", "fid", "memorize", "aggregate", "report"]
+
+# Target-variance analysis (STF claim T1): noise levels and reference-batch sizes measured per image subset.
+TARGETVAR_SIGMAS = [0.05, 0.1, 0.2, 0.35, 0.6, 1.0, 1.7, 3.0, 5.0, 9.0, 16.0, 40.0, 80.0]
+TARGETVAR_REF_BATCHES = [64, 256, 1024]
 
 
 def spec_hash(obj, n: int = 8) -> str:
@@ -87,6 +92,14 @@ class paths:
     @staticmethod
     def memorize_fig(key):
         return f"results/evals/{key}/memorize.png"
+
+    @staticmethod
+    def targetvar(key):
+        return f"results/analysis/targetvar/{key}.parquet"
+
+    @staticmethod
+    def targetvar_fig(key):
+        return f"results/analysis/targetvar/{key}.png"
 
     @staticmethod
     def metrics(profile):
@@ -171,8 +184,8 @@ def plan(params: dict, profile: str | None = None, params_path: str = "params.ya
     fid_keys = _leaves("evaluation.fid", ev["fid"], {"mode"})
     mem_keys = _leaves("evaluation.memorization", ev["memorization"], {"threshold"})
 
-    def gpu_res(mem_mb, runtime):
-        return {"gpu": gpus, "mem_mb": mem_mb, "runtime": runtime}
+    def gpu_res(mem_mb, runtime, threads=2):
+        return {"gpu": gpus, "mem_mb": mem_mb, "runtime": runtime, "threads": threads}
 
     # FID references: one per image dataset used by the profile
     fidref_of = {}
@@ -197,6 +210,7 @@ def plan(params: dict, profile: str | None = None, params_path: str = "params.ya
     for exp in prof["experiments"]:
         dname = exp["dataset"]
         ds = params["datasets"][dname]
+        threads = 2 if ds["kind"] == "image" else 1   # small MLPs on 2D data gain nothing from more threads
         for size in exp["sizes"]:
             dspec = dataset_spec(params, dname, size)
             dkey = f"{dname}-n{size}-{spec_hash(dspec, 6)}"
@@ -204,6 +218,16 @@ def plan(params: dict, profile: str | None = None, params_path: str = "params.ya
                 "prepare", dkey, P + ["--dataset", dkey, "--out", paths.dataset(dkey)],
                 deps=[], outs=[paths.dataset(dkey)], spec=dspec, param_keys=_leaves(f"datasets.{dname}", ds),
                 resources={"mem_mb": 4000, "runtime": 30}, log=f"results/logs/prepare/{dkey}.log"))
+            refs = [r for r in TARGETVAR_REF_BATCHES if r < size]
+            if ds["kind"] == "image" and refs and dkey not in jobs["targetvar"]:
+                tspec = {"dataset": dkey, "sigmas": TARGETVAR_SIGMAS, "ref_batches": refs, "n_samples": 256}
+                jobs["targetvar"][dkey] = Job(
+                    "targetvar", dkey,
+                    P + ["--dataset", dkey, "--data", paths.dataset(dkey), "--out", paths.targetvar(dkey),
+                         "--figure", paths.targetvar_fig(dkey)],
+                    deps=[paths.dataset(dkey)], outs=[paths.targetvar(dkey), paths.targetvar_fig(dkey)],
+                    spec=tspec, param_keys=[], resources={"mem_mb": 8000, "runtime": 60, "threads": 2},
+                    log=f"results/logs/targetvar/{dkey}.log")
             for method in exp["methods"]:
                 for seed in exp["seeds"]:
                     tname = exp["training"]
@@ -217,7 +241,7 @@ def plan(params: dict, profile: str | None = None, params_path: str = "params.ya
                         deps=[paths.dataset(dkey)], outs=[paths.model(rkey), paths.train_metrics(rkey)],
                         spec=rspec, persist=[paths.checkpoints(rkey)],
                         param_keys=_leaves(f"datasets.{dname}", ds) + [f"methods.{method}", f"training.{tname}"],
-                        resources=gpu_res(16000, 24 * 60), log=f"results/logs/train/{rkey}.log")
+                        resources=gpu_res(16000, 24 * 60, threads), log=f"results/logs/train/{rkey}.log")
                     for sname in exp["sampling"]:
                         espec = {"run": rkey, "sampling": {"name": sname, **params["sampling"][sname]},
                                  "num_samples": exp["num_samples"]}
@@ -228,7 +252,7 @@ def plan(params: dict, profile: str | None = None, params_path: str = "params.ya
                                  "--device", device],
                             deps=[paths.model(rkey)],
                             outs=[paths.samples(ekey), paths.sample_grid(ekey), paths.sample_info(ekey)],
-                            spec=espec, param_keys=[f"sampling.{sname}"], resources=gpu_res(16000, 6 * 60),
+                            spec=espec, param_keys=[f"sampling.{sname}"], resources=gpu_res(16000, 6 * 60, threads),
                             log=f"results/logs/sample/{ekey}.log")
                         if ds["kind"] == "image":
                             ref = fidref_of[dname]
@@ -248,17 +272,19 @@ def plan(params: dict, profile: str | None = None, params_path: str = "params.ya
                             deps=[paths.samples(ekey), paths.dataset(dkey)],
                             outs=[paths.memorize(ekey), paths.memorize_table(ekey), paths.memorize_fig(ekey)],
                             spec={"eval": ekey, **mem_cfg}, param_keys=mem_keys,
-                            resources=gpu_res(16000, 60), log=f"results/logs/memorize/{ekey}.log")
+                            resources=gpu_res(16000, 60, 1), log=f"results/logs/memorize/{ekey}.log")
 
     agg_deps = ([paths.train_metrics(k) for k in jobs["train"]] + [paths.samples(k) for k in jobs["sample"]]
-                + [paths.fid(k) for k in jobs["fid"]] + [paths.memorize(k) for k in jobs["memorize"]])
+                + [paths.fid(k) for k in jobs["fid"]] + [paths.memorize(k) for k in jobs["memorize"]]
+                + [paths.targetvar(k) for k in jobs["targetvar"]])
     jobs["aggregate"][profile] = Job(
         "aggregate", profile, P + ["--profile", profile, "--out", paths.metrics(profile)],
         deps=agg_deps, outs=[paths.metrics(profile)],
-        spec={"runs": sorted(jobs["train"]), "evals": sorted(jobs["sample"])}, param_keys=[],
+        spec={"runs": sorted(jobs["train"]), "evals": sorted(jobs["sample"]), "analyses": sorted(jobs["targetvar"])},
+        param_keys=[],
         resources={"mem_mb": 4000, "runtime": 30}, log=f"results/logs/aggregate/{profile}.log")
     report_deps = ([paths.metrics(profile)] + [paths.sample_grid(k) for k in jobs["sample"]]
-                   + [paths.memorize_fig(k) for k in jobs["memorize"]])
+                   + [paths.memorize_fig(k) for k in jobs["memorize"]] + [paths.targetvar_fig(k) for k in jobs["targetvar"]])
     jobs["report"][profile] = Job(
         "report", profile,
         P + ["--profile", profile, "--metrics", paths.metrics(profile), "--out", f"reports/{profile}"],

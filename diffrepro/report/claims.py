@@ -179,6 +179,22 @@ def _s2(df):
     return Verdict(value, spread, verdict, rule)
 
 
+@evaluator("T1")
+def _t1(df):
+    d = df[(df["metric"] == "stf_trace_ratio") & (df["ref_batch"] > 1)]
+    if d.empty:
+        return not_run("needs the target-variance analysis of an image subset")
+    n = d["n_train"].max()
+    d = d[d["n_train"] == n]
+    mid = d[d["sigma"].between(0.5, 5.0)]
+    small = d[d["sigma"] <= 0.2]
+    per_r = mid.groupby("ref_batch")["value"].mean()
+    value = f"{d['dataset'].iloc[0]} N={n}, 0.5<=sigma<=5: " + ", ".join(f"|R|={int(r)}: {v:.2f}" for r, v in per_r.items())
+    spread = f"at sigma<=0.2 ratio {small['value'].min():.2f}-{small['value'].max():.2f}" if len(small) else "–"
+    verdict = "agrees" if (per_r < 1).all() and per_r.min() < 0.8 else "disagrees"
+    return Verdict(value, spread, verdict, "STF/baseline trace of the target covariance; Monte Carlo, paired draws")
+
+
 @evaluator("T2")
 def _t2(df):
     fid = final_fid(df)

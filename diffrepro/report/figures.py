@@ -79,9 +79,58 @@ def fid_vs_nfe(df: pd.DataFrame, path) -> bool:
     return True
 
 
+def infonoise_profile(df: pd.DataFrame, path) -> bool:
+    """Last InfoNoise profile and sampling density per run, next to EDM's log-normal."""
+    d = df[df["metric"].isin(["infonoise_pi", "infonoise_rho"])]
+    if d.empty:
+        return False
+    import numpy as np
+
+    from ..sigma_dist import LogNormal
+
+    fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.4))
+    for run, g in d.groupby("run"):
+        last = g[g["step"] == g["step"].max()]
+        label = f"{g['dataset'].iloc[0]} {g['method'].iloc[0]} (step {int(last['step'].iloc[0])})"
+        for ax, metric in zip(axes, ("infonoise_rho", "infonoise_pi")):
+            r = last[last["metric"] == metric].sort_values("sigma")
+            ax.plot(r["sigma"], r["value"], label=label)
+    grid = np.exp(np.linspace(np.log(0.002), np.log(80), 400))
+    import torch
+    axes[1].plot(grid, LogNormal().log_density(torch.tensor(grid)).exp().numpy(), "k--", label="EDM log-normal")
+    axes[0].set(xscale="log", xlabel="sigma", ylabel="target allocation rho (per ln sigma)",
+                title="estimated entropy-rate allocation")
+    axes[1].set(xscale="log", xlabel="sigma", ylabel="density of ln sigma", title="training sigma density")
+    axes[1].legend(fontsize=7)
+    _save(fig, path)
+    return True
+
+
+def stf_target_variance(df: pd.DataFrame, path) -> bool:
+    d = df[df["metric"] == "stf_target_trace"]
+    if d.empty:
+        return False
+    n = d["n_train"].max()
+    d = d[d["n_train"] == n]
+    fig, ax = plt.subplots(figsize=(4.8, 3.4))
+    for r, g in d.groupby("ref_batch"):
+        g = g.sort_values("sigma")
+        ax.plot(g["sigma"], g["value"], marker="o", ms=3, ls="--" if r == 1 else "-",
+                label="baseline (target y)" if r == 1 else f"STF |R|={int(r)}")
+    ax.set(xscale="log", xlabel="sigma", ylabel="(1/D) E tr Cov[target | x]",
+           title=f"{d['dataset'].iloc[0]}, N={n}")
+    ax.legend(fontsize=7)
+    _save(fig, path)
+    return True
+
+
 FIGURES = {
     "loss_curves.png": (loss_curves, "Training loss per run (EDM-weighted, mean over each logging window)."),
     "sigma_profile.png": (sigma_profile, "Unweighted denoising MSE per noise level at the end of training."),
     "memorization_vs_n.png": (memorization_vs_n, "Fraction of samples memorized versus training set size."),
     "fid_vs_nfe.png": (fid_vs_nfe, "FID versus number of function evaluations."),
+    "infonoise_profile.png": (infonoise_profile, "InfoNoise: estimated allocation and training sigma density "
+                                                 "at the end of training, next to EDM's log-normal."),
+    "stf_target_variance.png": (stf_target_variance, "Trace of the training target's covariance versus sigma: "
+                                                     "baseline target vs Stable Target Field (real data)."),
 }

@@ -41,5 +41,5 @@ def job_deps(stage):
     return lambda w: PLAN[stage][w.key].deps
 
 
-def job_resource(stage, name):
-    return lambda w: PLAN[stage][w.key].resources.get(name, 0)
+def job_resource(stage, name, default=0):
+    return lambda w: PLAN[stage][w.key].resources.get(name, default)

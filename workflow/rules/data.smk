@@ -25,10 +25,31 @@ rule fidref:
         "results/logs/fidref/{key}.log",
     benchmark:
         "results/benchmarks/fidref/{key}.tsv"
-    threads: 2
+    threads: job_resource("fidref", "threads", 1)
     resources:
         gpu=job_resource("fidref", "gpu"),
         mem_mb=job_resource("fidref", "mem_mb"),
         runtime=job_resource("fidref", "runtime"),
     shell:
         "OMP_NUM_THREADS={threads} {PY} -m stages.fidref {params.args} > {log} 2>&1"
+
+
+rule targetvar:
+    input:
+        job_deps("targetvar"),
+    output:
+        table=paths.targetvar("{key}"),
+        figure=paths.targetvar_fig("{key}"),
+    params:
+        args=job_args("targetvar"),
+        spec=job_spec("targetvar"),
+    log:
+        "results/logs/targetvar/{key}.log",
+    benchmark:
+        "results/benchmarks/targetvar/{key}.tsv"
+    threads: job_resource("targetvar", "threads", 1)
+    resources:
+        mem_mb=job_resource("targetvar", "mem_mb"),
+        runtime=job_resource("targetvar", "runtime"),
+    shell:
+        "OMP_NUM_THREADS={threads} {PY} -m stages.targetvar {params.args} > {log} 2>&1"

@@ -12,7 +12,7 @@ rule sample:
         "results/logs/sample/{key}.log",
     benchmark:
         "results/benchmarks/sample/{key}.tsv"
-    threads: 2
+    threads: job_resource("sample", "threads", 1)
     resources:
         gpu=job_resource("sample", "gpu"),
         mem_mb=job_resource("sample", "mem_mb"),
@@ -33,7 +33,7 @@ rule fid:
         "results/logs/fid/{key}.log",
     benchmark:
         "results/benchmarks/fid/{key}.tsv"
-    threads: 2
+    threads: job_resource("fid", "threads", 1)
     resources:
         gpu=job_resource("fid", "gpu"),
         mem_mb=job_resource("fid", "mem_mb"),
@@ -56,7 +56,7 @@ rule memorize:
         "results/logs/memorize/{key}.log",
     benchmark:
         "results/benchmarks/memorize/{key}.tsv"
-    threads: 2
+    threads: job_resource("memorize", "threads", 1)
     resources:
         gpu=job_resource("memorize", "gpu"),
         mem_mb=job_resource("memorize", "mem_mb"),

@@ -13,7 +13,7 @@ rule train:
         "results/logs/train/{key}.log",
     benchmark:
         "results/benchmarks/train/{key}.tsv"
-    threads: 2
+    threads: job_resource("train", "threads", 1)
     resources:
         gpu=job_resource("train", "gpu"),
         mem_mb=job_resource("train", "mem_mb"),

@@ -1,0 +1,58 @@
+"""params.yaml validation and grid expansion: errors name the bad key; job keys hash exactly their
+own parameters."""
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from diffrepro.pipeline.grid import plan
+from diffrepro.pipeline.params import ParamsError, load_params, validate_params
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def params():
+    return yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def test_committed_params_are_valid_and_every_profile_plans():
+    p = load_params(REPO / "params.yaml")
+    for profile in p["profiles"]:
+        pl = plan(p, profile)
+        assert pl["train"] and pl["report"]
+
+
+@pytest.mark.parametrize("edit,needle", [
+    (lambda p: p["methods"]["edm"].update(precnd="edm"), "methods.edm: unknown key"),
+    (lambda p: p["methods"]["vp"].update(precond="vpp"), "methods.vp.precond"),
+    (lambda p: p["training"]["tiny-cpu"].update(steps=-3), "training.tiny-cpu.steps"),
+    (lambda p: p["training"]["tiny-cpu"].update(network="resnet"), "training.tiny-cpu.network: unknown preset 'resnet'"),
+    (lambda p: p["profiles"]["smoke"]["experiments"][1]["methods"].append("nope"), "'nope' is not defined under methods"),
+    (lambda p: p.update(profile="huge"), "profile: 'huge' is not defined"),
+    (lambda p: p["profiles"]["smoke"]["experiments"][0].update(training="tiny-cpu"), "needs an MLP network"),
+])
+def test_errors_name_the_offending_key(params, edit, needle):
+    edit(params)
+    with pytest.raises(ParamsError) as exc:
+        validate_params(params)
+    assert needle in str(exc.value)
+
+
+def test_keys_change_only_for_jobs_whose_parameters_change(params):
+    before = plan(validate_params(copy.deepcopy(params)), "smoke")
+    params["methods"]["vp"]["sigma_dist"] = {"kind": "loguniform", "sigma_min": 0.01, "sigma_max": 80.0}
+    params["sampling"]["euler-18"]["num_steps"] = 9          # not used by the smoke profile
+    after = plan(validate_params(params), "smoke")
+    changed = {s: set(after[s]) - set(before[s]) for s in ("prepare", "fidref", "train", "sample", "fid", "memorize")}
+    assert changed["prepare"] == set() and changed["fidref"] == set()
+    assert len(changed["train"]) == 1 and "_vp_" in next(iter(changed["train"]))
+    assert len(changed["sample"]) == len(changed["fid"]) == len(changed["memorize"]) == 1
+
+
+def test_subsets_share_the_reference_and_keys_are_readable(params):
+    pl = plan(validate_params(params), "small")
+    assert len(pl["fidref"]) == 1
+    keys = sorted(pl["train"])
+    assert any(k.startswith("fmnist-n500_edm_small-gpu_s1_") for k in keys)
