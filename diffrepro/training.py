@@ -91,7 +91,14 @@ class Trainer:
         self.on_checkpoint = on_checkpoint
         if cfg.channels_last and self.data.ndim == 4:
             self.denoiser.to(memory_format=torch.channels_last)
+            self.data = self.data.contiguous(memory_format=torch.channels_last)
+        if self.device.type == "cuda":
+            # fp32 means full fp32 (no TF32) so that it can serve as the reference for the fast path
+            torch.backends.cuda.matmul.allow_tf32 = cfg.precision != "fp32"
+            torch.backends.cudnn.allow_tf32 = cfg.precision != "fp32"
         self.ema = EMA(self.denoiser, cfg.ema_halflife_img, cfg.ema_rampup_ratio)
+        # the module the loss calls: compiled when asked (weights stay shared with self.denoiser)
+        self.model = torch.compile(self.denoiser) if cfg.compile else self.denoiser
         fused = self.device.type == "cuda"
         self.opt = torch.optim.Adam(self.denoiser.parameters(), lr=cfg.lr, betas=tuple(cfg.adam_betas),
                                     eps=cfg.adam_eps, fused=fused)
@@ -154,7 +161,7 @@ class Trainer:
     def _train_step(self, y, labels, gen):
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16")
         with autocast:
-            out = self.loss_fn(self.denoiser, y, gen, labels)
+            out = self.loss_fn(self.model, y, gen, labels)
             loss = out.reduce()
         self.opt.zero_grad(set_to_none=True)
         loss.backward()

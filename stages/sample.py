@@ -27,9 +27,10 @@ def draw(denoiser, shape, num_samples, sampling: dict, device, batch_size, progr
     bar = tqdm(total=num_samples, desc="sample", unit="img", disable=not progress, mininterval=5)
     for start in range(0, num_samples, batch_size):
         seeds = list(range(start, min(start + batch_size, num_samples)))
+        pad = batch_size - len(seeds)   # keep every batch the same shape (compiled graphs are reused)
         with torch.no_grad():
-            res = generate(denoiser, shape, seeds, device=device, **kw)
-        x = res.samples
+            res = generate(denoiser, shape, seeds + [num_samples + i for i in range(pad)], device=device, **kw)
+        x = res.samples[:len(seeds)]
         chunks.append(to_uint8(x) if len(shape) == 3 else x.float().cpu().numpy())
         nfe = res.nfe
         bar.update(len(seeds))
@@ -45,6 +46,7 @@ def main(argv=None):
     p.add_argument("--out", required=True, help="evaluation folder")
     p.add_argument("--batch-size", type=int, default=None, help="default: evaluation.sample_batch_size")
     add_device(p)
+    p.add_argument("--fp32", action="store_true", help="plain fp32, no torch.compile (the GPU default is bf16 + compile)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
 
@@ -60,8 +62,12 @@ def main(argv=None):
     spec = find_job(params, "sample", args.eval, args.params).spec
     device = pick_device(args.device)
     D, rec = load_model(args.model, device)
+    fast = device.type == "cuda" and not args.fp32
+    if fast:
+        from diffrepro.inference import make_fast
+        make_fast(D, "bf16", compile=True)
     shape = tuple(rec["data_shape"])
-    batch = args.batch_size or params["evaluation"].get("sample_batch_size", 256)
+    batch = min(args.batch_size or params["evaluation"].get("sample_batch_size", 256), spec["num_samples"])
     out = Path(args.out)
     t0 = time.time()
     samples, nfe = draw(D, shape, spec["num_samples"], spec["sampling"], device, batch, not args.no_progress)
@@ -73,6 +79,7 @@ def main(argv=None):
         save_scatter(out / "grid.png", samples, title=args.eval.split("__")[0])
     atomic_write_json(out / "sample_info.json", {"eval": args.eval, "nfe": nfe, "num_samples": len(samples),
                                                  "sampling": spec["sampling"], "wall_time_s": wall,
+                                                 "precision": "bf16+compile" if fast else "fp32",
                                                  **environment(device)})
     atomic_save_npy(out / "samples.npy", samples)
 

@@ -36,7 +36,7 @@ def validate_params(params: dict, source: str = "params.yaml") -> dict:
 
 
 def _check_references(p: dict, source: str):
-    from ..nets import MLP_PRESETS, UNET_PRESETS
+    from ..presets import MLP_PRESETS, UNET_PRESETS
 
     problems = []
     if p["profile"] not in p["profiles"]:

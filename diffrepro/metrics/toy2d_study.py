@@ -1,0 +1,411 @@
+"""2D toy study of generalization vs memorization (methods.md section 5, ours (c)).
+
+Kaiser & Kollmann: in 2D the optimal (ideal) flow field localizes on the training points; model error
+or dense data support gives a smooth, generalizing field. This module measures both sides:
+
+  * `flow_field`: the EDM probability-flow ODE velocity on a regular grid (EDM eq. 4 with
+    sigma(t) = t, s(t) = 1):
+
+        dx/dsigma = (x - D(x; sigma)) / sigma
+
+    so -dx/dsigma points from x towards the denoised estimate D(x; sigma);
+  * `field_error`: ||D_theta - D*|| per sigma, on the grid and on noised training points;
+  * `fraction_near_training`: the fraction of samples within eps (L2) of a training point (exact
+    nearest neighbours), beside Gu et al.'s ratio criterion d1/d2 < 1/3;
+  * `toy_sweep`: MLPs trained with the real loop (Trainer + EDMPrecond + DenoisingLoss(LogNormal()))
+    over model width, training-set size N and training steps, sampled with EDM's Heun sampler;
+  * plots: `plot_flow_fields`, `plot_memorization_sweep`.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from typing import Callable, Mapping, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..ideal import IdealDenoiser
+from ..io import atomic_savefig
+from .memorization import GU_THRESHOLD, memorization_scores, nearest_neighbours
+
+__all__ = ["FlowField", "flow_field", "field_error", "NearTraining", "fraction_near_training",
+           "ToySweep", "toy_sweep", "train_toy_mlp", "sample_fraction", "plot_flow_fields",
+           "plot_memorization_sweep", "DEFAULT_SIGMAS"]
+
+DEFAULT_SIGMAS = (0.02, 0.1, 0.3, 1.0)
+Denoiser = Callable[..., torch.Tensor]
+
+
+# ----------------------------------------------------------------------------------------------------
+# flow fields
+
+def _grid(grid_lim: float, n_grid: int):
+    axis = torch.linspace(-grid_lim, grid_lim, n_grid, dtype=torch.float64)
+    gy, gx = torch.meshgrid(axis, axis, indexing="ij")       # row = y, column = x (imshow / quiver order)
+    return axis, torch.stack([gx.flatten(), gy.flatten()], 1)
+
+
+@torch.no_grad()
+def _denoise(denoiser: Denoiser, x: torch.Tensor, sigma: float, batch_size: int = 8192) -> torch.Tensor:
+    """D(x; sigma) in float64 for (M, 2) points, in batches."""
+    out = [denoiser(x[i:i + batch_size], float(sigma)).to(torch.float64)
+           for i in range(0, x.shape[0], batch_size)]
+    return torch.cat(out) if out else x.new_zeros(x.shape)
+
+
+@dataclass
+class FlowField:
+    """The denoiser and the probability-flow velocity on a regular n_grid x n_grid grid."""
+    sigma: float
+    axis: np.ndarray          # (n_grid,) coordinates along x and along y
+    points: np.ndarray        # (n_grid**2, 2) grid points, row-major with y the slow index
+    denoised: np.ndarray      # (n_grid**2, 2) D(x; sigma)
+    velocity: np.ndarray      # (n_grid**2, 2) dx/dsigma = (x - D(x; sigma)) / sigma
+
+    @property
+    def n_grid(self) -> int:
+        return len(self.axis)
+
+    @property
+    def displacement(self) -> np.ndarray:
+        """D(x) - x: where the flow goes as sigma decreases (= -sigma dx/dsigma)."""
+        return self.denoised - self.points
+
+    def as_images(self):
+        """(U, V, magnitude) of D(x) - x as (n_grid, n_grid) arrays for quiver/streamplot."""
+        d = self.displacement.reshape(self.n_grid, self.n_grid, 2)
+        return d[..., 0], d[..., 1], np.linalg.norm(d, axis=-1)
+
+
+def flow_field(denoiser: Denoiser, sigma: float, grid_lim: float = 1.25, n_grid: int = 25) -> FlowField:
+    """EDM's probability-flow ODE velocity dx/dsigma = (x - D(x; sigma)) / sigma on a regular grid
+    [-grid_lim, grid_lim]^2 (EDM eq. 4, sigma(t) = t, s(t) = 1), computed in float64."""
+    axis, pts = _grid(grid_lim, n_grid)
+    D = _denoise(denoiser, pts, sigma)
+    vel = (pts - D) / float(sigma)
+    return FlowField(sigma=float(sigma), axis=axis.numpy(), points=pts.numpy(), denoised=D.numpy(),
+                     velocity=vel.numpy())
+
+
+def _noised_points(train: torch.Tensor, sigma: float, n_points: int, seed: int) -> torch.Tensor:
+    """y_i + sigma * n with y_i drawn uniformly from the training set: where training puts its inputs."""
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, train.shape[0], (n_points,), generator=g)
+    noise = torch.randn(n_points, train.shape[1], generator=g, dtype=torch.float64)
+    return train[idx] + float(sigma) * noise
+
+
+def field_error(trained: Denoiser, ideal: Denoiser, sigma, *, train_points=None, grid_lim: float = 1.25,
+                n_grid: int = 25, n_noised: int = 1024, seed: int = 0) -> pd.DataFrame:
+    """||D_theta(x; sigma) - D*(x; sigma)|| per sigma on the grid and on noised training points.
+
+    sigma: a float or a sequence. train_points (N, 2): where to draw the noised points y_i + sigma n
+    (default: `ideal.data` when `ideal` is an IdealDenoiser; otherwise the grid only).
+    Returns a tidy table, one row per (sigma, region) with region in {'grid', 'noised_train'}:
+    rms, mean and max of the L2 error over the points, and rms_over_sigma = rms / sigma (the error of
+    the velocity dx/dsigma). The same seeded points serve both denoisers, so D vs itself gives 0 exactly.
+    """
+    sigmas = [float(sigma)] if np.ndim(sigma) == 0 else [float(s) for s in sigma]
+    if train_points is None and isinstance(ideal, IdealDenoiser):
+        train_points = ideal.data
+    train = None if train_points is None else _as_points(train_points)
+    _, grid_pts = _grid(grid_lim, n_grid)
+    rows = []
+    for k, s in enumerate(sigmas):
+        regions = {"grid": grid_pts}
+        if train is not None:
+            regions["noised_train"] = _noised_points(train, s, n_noised, seed + k)
+        for region, pts in regions.items():
+            err = (_denoise(trained, pts, s) - _denoise(ideal, pts, s)).norm(dim=1)
+            rows.append(dict(sigma=s, region=region, rms=err.pow(2).mean().sqrt().item(),
+                             mean=err.mean().item(), max=err.max().item(),
+                             rms_over_sigma=err.pow(2).mean().sqrt().item() / s, n_points=int(pts.shape[0])))
+    return pd.DataFrame(rows)
+
+
+def _as_points(x) -> torch.Tensor:
+    t = x.detach().cpu() if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x))
+    return t.reshape(t.shape[0], -1).to(torch.float64)
+
+
+# ----------------------------------------------------------------------------------------------------
+# closeness of samples to the training set
+
+@dataclass(frozen=True)
+class NearTraining:
+    eps: tuple                  # the thresholds
+    fraction: tuple             # fraction of samples with d1 <= eps, per eps
+    fraction_gu: float          # Gu et al.: fraction with d1 / d2 < 1/3 (nan when N < 2)
+    d1: np.ndarray              # exact L2 distance of each sample to its nearest training point
+    nearest: np.ndarray         # index of that training point
+    ratio: np.ndarray           # d1 / d2 (nan when N < 2)
+
+    def as_dict(self) -> dict:
+        out = {f"fraction@{e:g}": f for e, f in zip(self.eps, self.fraction)}
+        out["fraction_gu"] = self.fraction_gu
+        return out
+
+
+def fraction_near_training(samples, train, eps=0.02, threshold: float = GU_THRESHOLD) -> NearTraining:
+    """Fraction of samples within eps (L2, inclusive) of some training point, by exact nearest
+    neighbours, and Gu et al.'s ratio-based memorized fraction (d1/d2 < threshold) for comparison.
+
+    samples (M, d), train (N, d): arrays or tensors; eps: a float or a sequence of floats."""
+    eps_t = (float(eps),) if np.ndim(eps) == 0 else tuple(float(e) for e in eps)
+    s, t = _as_points(samples), _as_points(train)
+    if t.shape[0] >= 2:
+        sc = memorization_scores(s, t, threshold=threshold, normalize=False)
+        d1, nearest, ratio, gu = sc.d1, sc.nearest, sc.ratio, sc.fraction_memorized
+    else:
+        dist, idx = nearest_neighbours(s, t, k=1)
+        d1, nearest = dist[:, 0], idx[:, 0]
+        ratio, gu = np.full(len(d1), np.nan), float("nan")
+    frac = tuple(float(np.mean(d1 <= e)) if len(d1) else float("nan") for e in eps_t)
+    return NearTraining(eps=eps_t, fraction=frac, fraction_gu=float(gu), d1=d1, nearest=nearest, ratio=ratio)
+
+
+# ----------------------------------------------------------------------------------------------------
+# training and sampling (the real loop)
+
+def train_toy_mlp(train_points, *, width: int, steps: Sequence[int], preset: str = "mlp-small",
+                  depth: Optional[int] = None, batch_size: int = 64, lr: float = 1e-3,
+                  ema_halflife_img: float = 500_000, seed: int = 0, progress: bool = False,
+                  device="cpu", on_snapshot: Optional[Callable[[int, torch.nn.Module], None]] = None) -> dict:
+    """Train F = build_network(preset, channels=2, width=width) under EDMPrecond with
+    DenoisingLoss(LogNormal()) by `Trainer`; return {step: EMA denoiser (eval, copy)} at each step in
+    `steps`. Training stops at each requested step and goes on; every draw of step k is seeded from
+    (seed, k) (training.py), so the snapshots are those of one uninterrupted run."""
+    from ..loss import DenoisingLoss
+    from ..nets import build_network
+    from ..precond import EDMPrecond
+    from ..seeding import derive_seed
+    from ..sigma_dist import LogNormal
+    from ..training import TrainConfig, Trainer
+
+    data = _as_points(train_points).float()
+    steps = sorted({int(s) for s in steps})
+    if not steps or steps[0] < 1:
+        raise ValueError(f"steps must be positive, got {steps}")
+    overrides = {"width": int(width)} if depth is None else {"width": int(width), "depth": int(depth)}
+    with torch.random.fork_rng(devices=[]):  # initial weights (and the MLP's Fourier features) from seed
+        torch.manual_seed(derive_seed(seed, "toy2d-init", int(width)))
+        net = build_network(preset, channels=data.shape[1], **overrides)
+    log_every = math.gcd(*steps)
+    cfg = TrainConfig(steps=steps[0], batch_size=batch_size, lr=lr, ema_halflife_img=ema_halflife_img,
+                      checkpoint_every=log_every, log_every=log_every, seed=seed)
+    trainer = Trainer(EDMPrecond(net), DenoisingLoss(LogNormal()), data, cfg, device=device, progress=progress)
+    snapshots = {}
+    for s in steps:
+        trainer.cfg = replace(cfg, steps=s)
+        trainer.run()
+        ema = copy.deepcopy(trainer.ema.model).eval().requires_grad_(False)
+        snapshots[s] = ema
+        if on_snapshot is not None:
+            on_snapshot(s, ema)
+    return snapshots
+
+
+@torch.no_grad()
+def sample_points(denoiser: Denoiser, n_samples: int, *, num_steps: int = 32, seed: int = 0,
+                  device="cpu") -> np.ndarray:
+    """n_samples 2D points by EDM's deterministic Heun sampler (Alg. 1, EDM time steps), float64."""
+    from ..samplers import generate
+    seeds = [seed * 1_000_003 + i for i in range(n_samples)]
+    res = generate(denoiser, (2,), seeds, device=device, sampler="heun", num_steps=num_steps,
+                   dtype=torch.float64)
+    return res.samples.cpu().numpy()
+
+
+def sample_fraction(denoiser: Denoiser, train_points, eps=0.02, *, n_samples: int = 1000,
+                    num_steps: int = 32, seed: int = 0) -> NearTraining:
+    """Sample from `denoiser` and measure closeness to `train_points` (fraction_near_training)."""
+    return fraction_near_training(sample_points(denoiser, n_samples, num_steps=num_steps, seed=seed),
+                                  train_points, eps)
+
+
+# ----------------------------------------------------------------------------------------------------
+# the sweep
+
+@dataclass
+class ToySweep:
+    """Result of `toy_sweep`.
+
+    table: tidy, one row per (factor, model, width, n_train, step, eps); 'factor' in {'width',
+      'n_train', 'step'} says which one-at-a-time sweep the row belongs to (the base configuration
+      appears once per factor). Columns: dataset, factor, model ('mlp' | 'ideal'), width, n_train,
+      step, eps, fraction, fraction_gu, fraction_heldout (fresh draws of the true distribution within
+      eps of the training set: what a perfectly generalizing model would score), n_samples, seed.
+    evaluations: every (run, checkpoint) evaluated, same columns without 'factor'.
+    models: {(width, n_train, step): EMA denoiser}; train_sets: {n_train: (N, 2) array}.
+    """
+    table: pd.DataFrame
+    evaluations: pd.DataFrame
+    models: dict = field(repr=False)
+    train_sets: dict = field(repr=False)
+    runtime_s: float = 0.0
+
+
+def toy_sweep(dataset: str = "gmm", widths: Sequence[int] = (32, 128, 512),
+              n_trains: Sequence[int] = (8, 32, 128, 1024), steps: Sequence[int] = (250, 500, 1000, 2000), *,
+              base_width: Optional[int] = None, base_n: Optional[int] = None, eps=0.02,
+              n_samples: int = 1000, num_steps: int = 32, preset: str = "mlp-small", depth: Optional[int] = None,
+              batch_size: int = 64, lr: float = 1e-3, seed: int = 0, data_seed: int = 0,
+              include_ideal: bool = True, progress: bool = False, device="cpu") -> ToySweep:
+    """One-at-a-time sweeps around a base run (base_width, base_n; defaults: the largest width and the
+    smallest N, the configuration that memorizes): width at N = base_n, N at width = base_width,
+    training steps of the base run. Every run is trained once up to max(steps) with EMA snapshots at
+    each of `steps`; the width and N sweeps read the last snapshot. Samples: `n_samples` per model from
+    seeds 0.., Heun with `num_steps` steps. include_ideal adds the ideal denoiser of each training set
+    to the N sweep (model='ideal')."""
+    from ..toy2d import make_toy
+
+    t0 = time.perf_counter()
+    widths, n_trains, steps = [int(w) for w in widths], [int(n) for n in n_trains], sorted({int(s) for s in steps})
+    base_width = max(widths) if base_width is None else int(base_width)
+    base_n = min(n_trains) if base_n is None else int(base_n)
+    eps_t = (float(eps),) if np.ndim(eps) == 0 else tuple(float(e) for e in eps)
+    runs = sorted({(w, base_n) for w in widths} | {(base_width, n) for n in n_trains} | {(base_width, base_n)})
+    train_sets = {n: make_toy(dataset, n, seed=data_seed) for n in sorted({n for _, n in runs})}
+    heldout = make_toy(dataset, n_samples, seed=data_seed + 10_007)
+    heldout_frac = {n: fraction_near_training(heldout, x, eps_t).fraction for n, x in train_sets.items()}
+
+    def rows_for(model_kind, w, n, s, near):
+        return [dict(dataset=dataset, model=model_kind, width=w, n_train=n, step=s, eps=e, fraction=f,
+                     fraction_gu=near.fraction_gu, fraction_heldout=heldout_frac[n][i], n_samples=n_samples,
+                     seed=seed) for i, (e, f) in enumerate(zip(near.eps, near.fraction))]
+
+    models, rows = {}, []
+    for r, (w, n) in enumerate(runs):
+        t_run = time.perf_counter()
+        snaps = train_toy_mlp(train_sets[n], width=w, steps=steps, preset=preset, depth=depth,
+                              batch_size=batch_size, lr=lr, seed=seed, progress=False, device=device)
+        for s, D in snaps.items():
+            models[(w, n, s)] = D
+            near = sample_fraction(D, train_sets[n], eps_t, n_samples=n_samples, num_steps=num_steps)
+            rows += rows_for("mlp", w, n, s, near)
+        if progress:
+            last = rows[-len(eps_t):]
+            print(f"[toy_sweep] run {r + 1}/{len(runs)} width={w} N={n}: "
+                  f"fraction@{eps_t[0]:g}={last[0]['fraction']:.3f} gu={last[0]['fraction_gu']:.3f} "
+                  f"({time.perf_counter() - t_run:.1f} s)", file=sys.stderr, flush=True)
+    if include_ideal:
+        for n in n_trains:
+            ideal = IdealDenoiser(torch.from_numpy(train_sets[n]).double())
+            near = sample_fraction(ideal, train_sets[n], eps_t, n_samples=n_samples, num_steps=num_steps)
+            rows += rows_for("ideal", float("nan"), n, float("nan"), near)
+    evaluations = pd.DataFrame(rows)
+
+    last = steps[-1]
+    ev = evaluations
+    mlp = ev[ev.model == "mlp"]
+    parts = [mlp[(mlp.n_train == base_n) & (mlp.step == last) & mlp.width.isin(widths)].assign(factor="width"),
+             pd.concat([mlp[(mlp.width == base_width) & (mlp.step == last) & mlp.n_train.isin(n_trains)],
+                        ev[ev.model == "ideal"]]).assign(factor="n_train"),
+             mlp[(mlp.width == base_width) & (mlp.n_train == base_n)].assign(factor="step")]
+    table = pd.concat(parts, ignore_index=True)
+    table = table[["dataset", "factor"] + [c for c in table.columns if c not in ("dataset", "factor")]]
+    return ToySweep(table=table, evaluations=evaluations, models=models, train_sets=train_sets,
+                    runtime_s=time.perf_counter() - t0)
+
+
+# ----------------------------------------------------------------------------------------------------
+# plots
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def plot_flow_fields(ideal: Denoiser, trained_models: Mapping[str, Denoiser], train_points, sigmas=DEFAULT_SIGMAS,
+                     path=None, *, grid_lim: float = 1.25, n_grid: int = 21, panel_size: float = 2.6):
+    """Panels: one row per model (first the ideal denoiser), one column per sigma. Arrows: the
+    direction of D(x; sigma) - x (where the probability flow goes as sigma falls), unit length,
+    coloured by ||D(x; sigma) - x|| / sigma = ||dx/dsigma|| on a log scale shared by the panels of a
+    column; black dots: the training points. Returns the figure (written to `path` if given)."""
+    plt = _plt()
+    from matplotlib.colors import LogNorm
+
+    rows = [("ideal D*", ideal)] + list(trained_models.items())
+    pts = _as_points(train_points).numpy()
+    fields = [[flow_field(D, s, grid_lim, n_grid) for s in sigmas] for _, D in rows]
+    fig, axes = plt.subplots(len(rows), len(sigmas), figsize=(panel_size * len(sigmas), panel_size * len(rows)),
+                             squeeze=False, constrained_layout=True)
+    for j, s in enumerate(sigmas):
+        speed = np.concatenate([np.linalg.norm(f[j].velocity, axis=1) for f in fields])
+        speed = speed[speed > 0]
+        lo, hi = (np.percentile(speed, 2), np.percentile(speed, 98)) if speed.size else (1e-3, 1.0)
+        norm = LogNorm(vmin=max(lo, 1e-12), vmax=max(hi, lo * 1.0001, 1e-12))
+        for i, (label, _) in enumerate(rows):
+            ax, f = axes[i, j], fields[i][j]
+            U, V, mag = f.as_images()
+            unit = np.where(mag > 0, mag, 1.0)
+            ax.quiver(f.axis, f.axis, U / unit, V / unit, np.clip(mag / s, norm.vmin, norm.vmax), norm=norm,
+                      cmap="viridis", angles="xy", pivot="mid", scale=n_grid * 1.1, width=0.006)
+            ax.scatter(pts[:, 0], pts[:, 1], s=6 if len(pts) > 64 else 14, c="k", zorder=3, linewidths=0)
+            ax.set_xlim(-grid_lim, grid_lim)
+            ax.set_ylim(-grid_lim, grid_lim)
+            ax.set_aspect("equal")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(f"σ = {s:g}")
+            if j == 0:
+                ax.set_ylabel(label)
+    fig.suptitle("Flow direction D(x; σ) − x (colour: |dx/dσ|), training points in black")
+    if path is not None:
+        atomic_savefig(path, fig, dpi=110)
+        plt.close(fig)
+    return fig
+
+
+_FACTOR_AXES = {"width": ("MLP width", "(a) model size"), "n_train": ("training points N", "(b) dataset size"),
+                "step": ("training steps", "(c) training time")}
+
+
+def plot_memorization_sweep(df: pd.DataFrame, path=None, *, eps: Optional[float] = None):
+    """Three panels, fraction of samples within eps of a training point vs (a) width, (b) N, (c) steps,
+    from `ToySweep.table` (needs columns factor, width, n_train, step, fraction; optional model,
+    fraction_gu, fraction_heldout, eps). Several seeds are averaged. Solid: within eps; dashed: Gu
+    ratio criterion; dotted grey: fresh data within eps (chance level); stars: the ideal denoiser."""
+    plt = _plt()
+    need = {"factor", "width", "n_train", "step", "fraction"}
+    if not need <= set(df.columns):
+        raise ValueError(f"memorization sweep table lacks columns {sorted(need - set(df.columns))}")
+    if "eps" in df.columns:
+        eps = float(df["eps"].min()) if eps is None else float(eps)
+        df = df[np.isclose(df["eps"], eps)]
+    model = df["model"] if "model" in df.columns else pd.Series("mlp", index=df.index)
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), constrained_layout=True)
+    for ax, (factor, (xlabel, title)) in zip(axes, _FACTOR_AXES.items()):
+        sub = df[(df["factor"] == factor) & (model == "mlp")]
+        fixed = [c for c in _FACTOR_AXES if c != factor and sub[c].nunique() == 1]
+        if not sub.empty:
+            g = sub.groupby(factor).mean(numeric_only=True).sort_index()
+            ax.plot(g.index, g["fraction"], "o-", color="C0", label=f"within ε" + (f"={eps:g}" if eps else ""))
+            if "fraction_gu" in g:
+                ax.plot(g.index, g["fraction_gu"], "s--", color="C1", label="Gu d1/d2 < 1/3")
+            if "fraction_heldout" in g:
+                ax.plot(g.index, g["fraction_heldout"], ":", color="0.5", label="fresh data within ε")
+        ideal = df[(df["factor"] == factor) & (model == "ideal")]
+        if not ideal.empty:
+            gi = ideal.groupby(factor).mean(numeric_only=True).sort_index()
+            ax.plot(gi.index, gi["fraction"], "*", color="C3", ms=10, label="ideal D*")
+        ax.set_xscale("log", base=2 if factor != "step" else 10)
+        ax.set_ylim(-0.03, 1.03)
+        ax.set_xlabel(xlabel)
+        note = ", ".join(f"{c}={sub[c].iloc[0]:g}" for c in fixed) if not sub.empty else ""
+        ax.set_title(f"{title}" + (f"\n({note})" if note else ""), fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("fraction of samples")
+    axes[0].legend(fontsize=8, loc="best")
+    if path is not None:
+        atomic_savefig(path, fig, dpi=110)
+        plt.close(fig)
+    return fig
