@@ -24,6 +24,7 @@ class AutocastNet(nn.Module):
 def make_fast(denoiser, precision: str = "bf16", compile: bool = True, channels_last: bool = True):
     """Modify `denoiser` (a Preconditioning, weights already loaded) in place for fast sampling."""
     net = denoiser.net
+    torch.backends.cudnn.benchmark = True   # every batch has the same shape
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
     if precision == "bf16":

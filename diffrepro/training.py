@@ -96,6 +96,7 @@ class Trainer:
             # fp32 means full fp32 (no TF32) so that it can serve as the reference for the fast path
             torch.backends.cuda.matmul.allow_tf32 = cfg.precision != "fp32"
             torch.backends.cudnn.allow_tf32 = cfg.precision != "fp32"
+            torch.backends.cudnn.benchmark = True   # fixed shapes: let cuDNN pick its fastest kernels
         self.ema = EMA(self.denoiser, cfg.ema_halflife_img, cfg.ema_rampup_ratio)
         # the module the loss calls: compiled when asked (weights stay shared with self.denoiser)
         self.model = torch.compile(self.denoiser) if cfg.compile else self.denoiser

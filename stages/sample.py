@@ -47,6 +47,7 @@ def main(argv=None):
     p.add_argument("--batch-size", type=int, default=None, help="default: evaluation.sample_batch_size")
     add_device(p)
     p.add_argument("--fp32", action="store_true", help="plain fp32, no torch.compile (the GPU default is bf16 + compile)")
+    p.add_argument("--no-compile", action="store_true", help="bf16 without torch.compile (short jobs: skips compile time)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
 
@@ -65,7 +66,7 @@ def main(argv=None):
     fast = device.type == "cuda" and not args.fp32
     if fast:
         from diffrepro.inference import make_fast
-        make_fast(D, "bf16", compile=True)
+        make_fast(D, "bf16", compile=not args.no_compile)
     shape = tuple(rec["data_shape"])
     batch = min(args.batch_size or params["evaluation"].get("sample_batch_size", 256), spec["num_samples"])
     out = Path(args.out)
@@ -79,7 +80,7 @@ def main(argv=None):
         save_scatter(out / "grid.png", samples, title=args.eval.split("__")[0])
     atomic_write_json(out / "sample_info.json", {"eval": args.eval, "nfe": nfe, "num_samples": len(samples),
                                                  "sampling": spec["sampling"], "wall_time_s": wall,
-                                                 "precision": "bf16+compile" if fast else "fp32",
+                                                 "precision": ("bf16" + ("" if args.no_compile else "+compile")) if fast else "fp32",
                                                  **environment(device)})
     atomic_save_npy(out / "samples.npy", samples)
 

@@ -296,3 +296,14 @@ def test_resolve_accepts_same_weights_in_cleanfid_layout_and_rejects_changed_wei
     torch.jit.save(torch.jit.script(CleanFidLayout(layers)), str(changed))
     with pytest.raises(fid.InceptionWeightsError, match="weights digest"):
         fid.resolve_inception_weights(changed)
+
+
+def test_process_pool_resize_equals_serial_resize():
+    """The multi-process resize path (used on machines with many cores) is the same exact resize."""
+    from diffrepro.metrics.fid import _process_batches, clean_resize
+
+    imgs = (np.random.default_rng(7).random((23, 12, 12, 3)) * 255).astype(np.uint8)
+    got = torch.cat([b for _, b in _process_batches(imgs, batch_size=8, processes=2, pin=False)])
+    want = clean_resize(imgs, workers=1).transpose(0, 3, 1, 2)
+    assert got.shape == (23, 3, 299, 299)
+    assert np.array_equal(got.numpy(), want)

@@ -276,11 +276,47 @@ def _resized_batches(images, batch_size, pool, prefetch=2):
         yield lo, buf[:hi - lo]
 
 
+class _ResizeChunks(torch.utils.data.Dataset):
+    """Chunks of `chunk` images of an in-memory uint8 array, resized exactly (clean mode) in a worker
+    process; forked workers read the array copy-on-write and return tensors through shared memory."""
+
+    def __init__(self, images: np.ndarray, chunk: int):
+        self.images, self.chunk = images, chunk
+
+    def __len__(self):
+        return -(-len(self.images) // self.chunk)
+
+    def __getitem__(self, k):
+        lo, hi = k * self.chunk, min((k + 1) * self.chunk, len(self.images))
+        out = np.empty((hi - lo, 3, RESOLUTION, RESOLUTION), np.float32)
+        _resize_range(self.images, out, lo, hi)
+        return torch.from_numpy(out)
+
+
+def _process_batches(images, batch_size, processes, pin):
+    """Yield (start, float32 (n, 3, 299, 299) tensor) with the resize spread over `processes` worker
+    processes (threads stop scaling on many cores: parts of each resize hold the GIL)."""
+    chunk = max(1, min(32, batch_size // 4))
+    loader = torch.utils.data.DataLoader(_ResizeChunks(images, chunk), batch_size=None, num_workers=processes,
+                                         prefetch_factor=4, pin_memory=pin, multiprocessing_context="fork")
+    parts, start, filled = [], 0, 0
+    for part in loader:
+        parts.append(part)
+        filled += len(part)
+        if filled >= batch_size:
+            batch = torch.cat(parts)
+            yield start, batch
+            start, parts, filled = start + len(batch), [], 0
+    if parts:
+        yield start, torch.cat(parts)
+
+
 def features_from_array(images, device="cpu", batch_size: int = 64, workers: int | None = None,
                         mode: str = "clean", weights=None, progress: bool = True) -> np.ndarray:
     """Inception features (N, 2048) float32 of uint8 images (N, H, W[, C]) in clean-fid's `clean` mode.
-    The resize runs in `workers` CPU threads, overlapped with the network; features stay on `device`
-    until the end (one copy to the host)."""
+    The resize runs on `workers` CPU cores, overlapped with the network: threads on small machines,
+    worker processes when there are more than 4 (and enough images to keep them busy); features stay
+    on `device` until the end (one copy to the host)."""
     if mode not in MODES:
         raise ValueError(f"mode {mode!r} not offered (only {MODES}): the available Inception file cannot do "
                          "clean-fid's legacy_tensorflow inside-resize")
@@ -289,6 +325,13 @@ def features_from_array(images, device="cpu", batch_size: int = 64, workers: int
     images = _as_nhwc(images)
     net = InceptionFeatures(weights, device, batch_size)
     feats = torch.empty((len(images), FEATURE_DIM), dtype=torch.float32, device=net.device)
+    workers = _default_workers() if workers is None else int(workers)
+    if workers > 4 and len(images) >= 8 * batch_size:
+        with tqdm(total=len(images), unit="img", desc="FID features", disable=not progress) as bar:
+            for start, batch in _process_batches(images, batch_size, workers, net.device.type == "cuda"):
+                feats[start:start + len(batch)] = net(batch.to(net.device, non_blocking=True))
+                bar.update(len(batch))
+        return feats.cpu().numpy()
     pool = _make_pool(workers)
     try:
         with tqdm(total=len(images), unit="img", desc="FID features", disable=not progress) as bar:

@@ -33,8 +33,8 @@ from ..ideal import IdealDenoiser
 from ..io import atomic_savefig
 from .memorization import GU_THRESHOLD, memorization_scores, nearest_neighbours
 
-__all__ = ["FlowField", "flow_field", "field_error", "NearTraining", "fraction_near_training",
-           "ToySweep", "toy_sweep", "train_toy_mlp", "sample_fraction", "plot_flow_fields",
+__all__ = ["FlowField", "flow_field", "denoiser_divergence", "field_error", "NearTraining", "fraction_near_training",
+           "ToySweep", "toy_sweep", "train_toy_mlp", "sample_points", "sample_fraction", "plot_flow_fields",
            "plot_memorization_sweep", "DEFAULT_SIGMAS"]
 
 DEFAULT_SIGMAS = (0.02, 0.1, 0.3, 1.0)
@@ -58,6 +58,20 @@ def _denoise(denoiser: Denoiser, x: torch.Tensor, sigma: float, batch_size: int 
     return torch.cat(out) if out else x.new_zeros(x.shape)
 
 
+@torch.no_grad()
+def denoiser_divergence(denoiser: Denoiser, x: torch.Tensor, sigma: float, rel_step: float = 1e-2) -> torch.Tensor:
+    """div_x D(x; sigma) = trace of the Jacobian dD/dx by central differences (step rel_step * sigma),
+    float64. In 2D: 0 where D collapses its neighbourhood onto one point (the ideal denoiser at small
+    sigma, memorization), about 1 where it projects onto a curve, 2 where it is the identity."""
+    h = rel_step * float(sigma)
+    div = torch.zeros(x.shape[0], dtype=torch.float64)
+    for k in range(x.shape[1]):
+        e = torch.zeros_like(x)
+        e[:, k] = h
+        div += (_denoise(denoiser, x + e, sigma)[:, k] - _denoise(denoiser, x - e, sigma)[:, k]) / (2 * h)
+    return div
+
+
 @dataclass
 class FlowField:
     """The denoiser and the probability-flow velocity on a regular n_grid x n_grid grid."""
@@ -66,6 +80,7 @@ class FlowField:
     points: np.ndarray        # (n_grid**2, 2) grid points, row-major with y the slow index
     denoised: np.ndarray      # (n_grid**2, 2) D(x; sigma)
     velocity: np.ndarray      # (n_grid**2, 2) dx/dsigma = (x - D(x; sigma)) / sigma
+    divergence: Optional[np.ndarray] = None   # (n_grid**2,) div_x D, when asked for
 
     @property
     def n_grid(self) -> int:
@@ -82,14 +97,17 @@ class FlowField:
         return d[..., 0], d[..., 1], np.linalg.norm(d, axis=-1)
 
 
-def flow_field(denoiser: Denoiser, sigma: float, grid_lim: float = 1.25, n_grid: int = 25) -> FlowField:
+def flow_field(denoiser: Denoiser, sigma: float, grid_lim: float = 1.25, n_grid: int = 25,
+               divergence: bool = False) -> FlowField:
     """EDM's probability-flow ODE velocity dx/dsigma = (x - D(x; sigma)) / sigma on a regular grid
-    [-grid_lim, grid_lim]^2 (EDM eq. 4, sigma(t) = t, s(t) = 1), computed in float64."""
+    [-grid_lim, grid_lim]^2 (EDM eq. 4, sigma(t) = t, s(t) = 1), computed in float64; with
+    divergence=True also div_x D on the grid (`denoiser_divergence`)."""
     axis, pts = _grid(grid_lim, n_grid)
     D = _denoise(denoiser, pts, sigma)
     vel = (pts - D) / float(sigma)
+    div = denoiser_divergence(denoiser, pts, sigma).numpy() if divergence else None
     return FlowField(sigma=float(sigma), axis=axis.numpy(), points=pts.numpy(), denoised=D.numpy(),
-                     velocity=vel.numpy())
+                     velocity=vel.numpy(), divergence=div)
 
 
 def _noised_points(train: torch.Tensor, sigma: float, n_points: int, seed: int) -> torch.Tensor:
@@ -101,7 +119,7 @@ def _noised_points(train: torch.Tensor, sigma: float, n_points: int, seed: int) 
 
 
 def field_error(trained: Denoiser, ideal: Denoiser, sigma, *, train_points=None, grid_lim: float = 1.25,
-                n_grid: int = 25, n_noised: int = 1024, seed: int = 0) -> pd.DataFrame:
+                n_grid: int = 25, n_noised: int = 1024, seed: int = 0, divergence: bool = True) -> pd.DataFrame:
     """||D_theta(x; sigma) - D*(x; sigma)|| per sigma on the grid and on noised training points.
 
     sigma: a float or a sequence. train_points (N, 2): where to draw the noised points y_i + sigma n
@@ -109,6 +127,8 @@ def field_error(trained: Denoiser, ideal: Denoiser, sigma, *, train_points=None,
     Returns a tidy table, one row per (sigma, region) with region in {'grid', 'noised_train'}:
     rms, mean and max of the L2 error over the points, and rms_over_sigma = rms / sigma (the error of
     the velocity dx/dsigma). The same seeded points serve both denoisers, so D vs itself gives 0 exactly.
+    divergence: add div_trained, div_ideal, the mean of div_x D over the points (0: collapse onto a
+    training point; a smooth, generalizing field has larger values; see `denoiser_divergence`).
     """
     sigmas = [float(sigma)] if np.ndim(sigma) == 0 else [float(s) for s in sigma]
     if train_points is None and isinstance(ideal, IdealDenoiser):
@@ -122,9 +142,13 @@ def field_error(trained: Denoiser, ideal: Denoiser, sigma, *, train_points=None,
             regions["noised_train"] = _noised_points(train, s, n_noised, seed + k)
         for region, pts in regions.items():
             err = (_denoise(trained, pts, s) - _denoise(ideal, pts, s)).norm(dim=1)
-            rows.append(dict(sigma=s, region=region, rms=err.pow(2).mean().sqrt().item(),
-                             mean=err.mean().item(), max=err.max().item(),
-                             rms_over_sigma=err.pow(2).mean().sqrt().item() / s, n_points=int(pts.shape[0])))
+            row = dict(sigma=s, region=region, rms=err.pow(2).mean().sqrt().item(), mean=err.mean().item(),
+                       max=err.max().item(), rms_over_sigma=err.pow(2).mean().sqrt().item() / s,
+                       n_points=int(pts.shape[0]))
+            if divergence:
+                row.update(div_trained=denoiser_divergence(trained, pts, s).mean().item(),
+                           div_ideal=denoiser_divergence(ideal, pts, s).mean().item())
+            rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -173,7 +197,7 @@ def fraction_near_training(samples, train, eps=0.02, threshold: float = GU_THRES
 # training and sampling (the real loop)
 
 def train_toy_mlp(train_points, *, width: int, steps: Sequence[int], preset: str = "mlp-small",
-                  depth: Optional[int] = None, batch_size: int = 64, lr: float = 1e-3,
+                  depth: Optional[int] = None, batch_size: int = 128, lr: float = 3e-3,
                   ema_halflife_img: float = 500_000, seed: int = 0, progress: bool = False,
                   device="cpu", on_snapshot: Optional[Callable[[int, torch.nn.Module], None]] = None) -> dict:
     """Train F = build_network(preset, channels=2, width=width) under EDMPrecond with
@@ -239,14 +263,18 @@ class ToySweep:
       'n_train', 'step'} says which one-at-a-time sweep the row belongs to (the base configuration
       appears once per factor). Columns: dataset, factor, model ('mlp' | 'ideal'), width, n_train,
       step, eps, fraction, fraction_gu, fraction_heldout (fresh draws of the true distribution within
-      eps of the training set: what a perfectly generalizing model would score), n_samples, seed.
+      eps of the training set: what a perfectly generalizing model would score; it rises with N as the
+      data get dense), excess = fraction - fraction_heldout, n_params (of F; nan for D*), n_samples, seed.
     evaluations: every (run, checkpoint) evaluated, same columns without 'factor'.
-    models: {(width, n_train, step): EMA denoiser}; train_sets: {n_train: (N, 2) array}.
+    models: {(width, n_train, step): EMA denoiser (EDMPrecond; its state_dict is what models.save_model
+      takes as ema_state)}; net_cfgs: {width: network config for models.save_model / load_model};
+      train_sets: {n_train: (N, 2) array}.
     """
     table: pd.DataFrame
     evaluations: pd.DataFrame
     models: dict = field(repr=False)
     train_sets: dict = field(repr=False)
+    net_cfgs: dict = field(default_factory=dict)
     runtime_s: float = 0.0
 
 
@@ -254,19 +282,21 @@ def toy_sweep(dataset: str = "gmm", widths: Sequence[int] = (32, 128, 512),
               n_trains: Sequence[int] = (8, 32, 128, 1024), steps: Sequence[int] = (250, 500, 1000, 2000), *,
               base_width: Optional[int] = None, base_n: Optional[int] = None, eps=0.02,
               n_samples: int = 1000, num_steps: int = 32, preset: str = "mlp-small", depth: Optional[int] = None,
-              batch_size: int = 64, lr: float = 1e-3, seed: int = 0, data_seed: int = 0,
+              batch_size: int = 128, lr: float = 3e-3, seed: int = 0, data_seed: int = 0,
               include_ideal: bool = True, progress: bool = False, device="cpu") -> ToySweep:
-    """One-at-a-time sweeps around a base run (base_width, base_n; defaults: the largest width and the
-    smallest N, the configuration that memorizes): width at N = base_n, N at width = base_width,
-    training steps of the base run. Every run is trained once up to max(steps) with EMA snapshots at
-    each of `steps`; the width and N sweeps read the last snapshot. Samples: `n_samples` per model from
-    seeds 0.., Heun with `num_steps` steps. include_ideal adds the ideal denoiser of each training set
-    to the N sweep (model='ideal')."""
+    """One-at-a-time sweeps around a base run (base_width, base_n; defaults: the middle width and the
+    smallest N, a configuration that memorizes): width at N = base_n, N at width = base_width, training
+    steps of the base run. Every run is trained once up to max(steps) with EMA snapshots at each of
+    `steps`; the width and N sweeps read the last snapshot. Training sets: make_toy(dataset, N,
+    seed=data_seed) (so the N sets differ, not nested). Samples: `n_samples` per model from the same
+    seeds 0.. (common latents across models), Heun with `num_steps` steps, float64. include_ideal adds
+    the ideal denoiser of each training set to the N sweep (model='ideal'). progress: one line per
+    run on stderr. Defaults: 6 runs, about 1 min on one CPU thread."""
     from ..toy2d import make_toy
 
     t0 = time.perf_counter()
     widths, n_trains, steps = [int(w) for w in widths], [int(n) for n in n_trains], sorted({int(s) for s in steps})
-    base_width = max(widths) if base_width is None else int(base_width)
+    base_width = sorted(widths)[(len(widths) - 1) // 2] if base_width is None else int(base_width)
     base_n = min(n_trains) if base_n is None else int(base_n)
     eps_t = (float(eps),) if np.ndim(eps) == 0 else tuple(float(e) for e in eps)
     runs = sorted({(w, base_n) for w in widths} | {(base_width, n) for n in n_trains} | {(base_width, base_n)})
@@ -276,16 +306,21 @@ def toy_sweep(dataset: str = "gmm", widths: Sequence[int] = (32, 128, 512),
 
     def rows_for(model_kind, w, n, s, near):
         return [dict(dataset=dataset, model=model_kind, width=w, n_train=n, step=s, eps=e, fraction=f,
-                     fraction_gu=near.fraction_gu, fraction_heldout=heldout_frac[n][i], n_samples=n_samples,
+                     fraction_gu=near.fraction_gu, fraction_heldout=heldout_frac[n][i],
+                     excess=f - heldout_frac[n][i], n_params=n_params.get(w, float("nan")), n_samples=n_samples,
                      seed=seed) for i, (e, f) in enumerate(zip(near.eps, near.fraction))]
 
-    models, rows = {}, []
+    from ..nets import count_parameters
+    models, rows, n_params = {}, [], {}
+    net_cfgs = {w: {"preset": preset, "channels": 2, "width": w, **({} if depth is None else {"depth": int(depth)})}
+                for w in widths + [base_width]}
     for r, (w, n) in enumerate(runs):
         t_run = time.perf_counter()
         snaps = train_toy_mlp(train_sets[n], width=w, steps=steps, preset=preset, depth=depth,
                               batch_size=batch_size, lr=lr, seed=seed, progress=False, device=device)
         for s, D in snaps.items():
             models[(w, n, s)] = D
+            n_params[w] = count_parameters(D.net)
             near = sample_fraction(D, train_sets[n], eps_t, n_samples=n_samples, num_steps=num_steps)
             rows += rows_for("mlp", w, n, s, near)
         if progress:
@@ -310,7 +345,7 @@ def toy_sweep(dataset: str = "gmm", widths: Sequence[int] = (32, 128, 512),
     table = pd.concat(parts, ignore_index=True)
     table = table[["dataset", "factor"] + [c for c in table.columns if c not in ("dataset", "factor")]]
     return ToySweep(table=table, evaluations=evaluations, models=models, train_sets=train_sets,
-                    runtime_s=time.perf_counter() - t0)
+                    net_cfgs=net_cfgs, runtime_s=time.perf_counter() - t0)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -324,31 +359,37 @@ def _plt():
 
 
 def plot_flow_fields(ideal: Denoiser, trained_models: Mapping[str, Denoiser], train_points, sigmas=DEFAULT_SIGMAS,
-                     path=None, *, grid_lim: float = 1.25, n_grid: int = 21, panel_size: float = 2.6):
-    """Panels: one row per model (first the ideal denoiser), one column per sigma. Arrows: the
-    direction of D(x; sigma) - x (where the probability flow goes as sigma falls), unit length,
-    coloured by ||D(x; sigma) - x|| / sigma = ||dx/dsigma|| on a log scale shared by the panels of a
-    column; black dots: the training points. Returns the figure (written to `path` if given)."""
+                     path=None, *, grid_lim: float = 1.25, n_grid: int = 21, support_rel_density: float = 1e-3,
+                     panel_size: float = 2.6):
+    """Panels: one row per model (first the ideal denoiser), one column per sigma.
+
+    Arrows: the direction of D(x; sigma) - x (where the probability flow goes as sigma falls), unit
+    length, coloured by ||D(x; sigma) - x|| / sigma = ||dx/dsigma|| on one log scale for all panels
+    (about sqrt(2) on noised data, large far from it). Dashed line: the support of the noised training
+    data (density of y_i + sigma n at `support_rel_density` times its peak); outside it no training
+    input ever lands and a net's field is extrapolation. Red dots: the training points.
+    Returns the figure (written to `path` if given, and then closed)."""
     plt = _plt()
     from matplotlib.colors import LogNorm
 
     rows = [("ideal D*", ideal)] + list(trained_models.items())
     pts = _as_points(train_points).numpy()
-    fields = [[flow_field(D, s, grid_lim, n_grid) for s in sigmas] for _, D in rows]
-    fig, axes = plt.subplots(len(rows), len(sigmas), figsize=(panel_size * len(sigmas), panel_size * len(rows)),
-                             squeeze=False, constrained_layout=True)
+    norm = LogNorm(vmin=0.1, vmax=100.0)
+    fine_axis, fine = _grid(grid_lim, 4 * n_grid)
+    fig, axes = plt.subplots(len(rows), len(sigmas), squeeze=False, constrained_layout=True,
+                             figsize=(panel_size * len(sigmas) + 0.9, panel_size * len(rows) + 0.3))
     for j, s in enumerate(sigmas):
-        speed = np.concatenate([np.linalg.norm(f[j].velocity, axis=1) for f in fields])
-        speed = speed[speed > 0]
-        lo, hi = (np.percentile(speed, 2), np.percentile(speed, 98)) if speed.size else (1e-3, 1.0)
-        norm = LogNorm(vmin=max(lo, 1e-12), vmax=max(hi, lo * 1.0001, 1e-12))
-        for i, (label, _) in enumerate(rows):
-            ax, f = axes[i, j], fields[i][j]
+        support = _noised_support(fine, torch.from_numpy(pts), s, support_rel_density).numpy()
+        for i, (label, D) in enumerate(rows):
+            ax, f = axes[i, j], flow_field(D, s, grid_lim, n_grid)
             U, V, mag = f.as_images()
             unit = np.where(mag > 0, mag, 1.0)
-            ax.quiver(f.axis, f.axis, U / unit, V / unit, np.clip(mag / s, norm.vmin, norm.vmax), norm=norm,
-                      cmap="viridis", angles="xy", pivot="mid", scale=n_grid * 1.1, width=0.006)
-            ax.scatter(pts[:, 0], pts[:, 1], s=6 if len(pts) > 64 else 14, c="k", zorder=3, linewidths=0)
+            q = ax.quiver(f.axis, f.axis, U / unit, V / unit, np.clip(mag / s, norm.vmin, norm.vmax), norm=norm,
+                          cmap="viridis", angles="xy", pivot="mid", scale=n_grid * 1.1, width=0.006)
+            ax.contour(fine_axis.numpy(), fine_axis.numpy(), support.reshape(4 * n_grid, 4 * n_grid).astype(float),
+                       levels=[0.5], colors="0.4", linewidths=0.8, linestyles="--")
+            ax.scatter(pts[:, 0], pts[:, 1], s=5 if len(pts) > 64 else 16, c="crimson", zorder=3,
+                       edgecolors="k", linewidths=0.3 if len(pts) > 64 else 0.5)
             ax.set_xlim(-grid_lim, grid_lim)
             ax.set_ylim(-grid_lim, grid_lim)
             ax.set_aspect("equal")
@@ -358,11 +399,23 @@ def plot_flow_fields(ideal: Denoiser, trained_models: Mapping[str, Denoiser], tr
                 ax.set_title(f"σ = {s:g}")
             if j == 0:
                 ax.set_ylabel(label)
-    fig.suptitle("Flow direction D(x; σ) − x (colour: |dx/dσ|), training points in black")
+    fig.colorbar(q, ax=axes, location="right", shrink=0.5).set_label("‖D(x; σ) − x‖ / σ = |dx/dσ|")
+    fig.suptitle("Probability-flow direction D(x; σ) − x; red: training points; dashed: support of noised data")
     if path is not None:
         atomic_savefig(path, fig, dpi=110)
         plt.close(fig)
     return fig
+
+
+def _noised_support(x: torch.Tensor, train: torch.Tensor, sigma: float, rel_density: float) -> torch.Tensor:
+    """Mask of points where p_sigma(x) = mean_i N(x; y_i, sigma^2 I) >= rel_density * max_i p_sigma(y_i)
+    (the peak approximated by the largest value at a training point or grid point)."""
+    def log_p(q):
+        d2 = torch.cdist(q.double(), train.double()).pow(2)
+        return torch.logsumexp(-d2 / (2 * sigma ** 2), dim=1)
+    lp = log_p(x)
+    peak = torch.maximum(lp.max(), log_p(train).max())
+    return lp >= peak + math.log(rel_density)
 
 
 _FACTOR_AXES = {"width": ("MLP width", "(a) model size"), "n_train": ("training points N", "(b) dataset size"),
@@ -370,41 +423,58 @@ _FACTOR_AXES = {"width": ("MLP width", "(a) model size"), "n_train": ("training 
 
 
 def plot_memorization_sweep(df: pd.DataFrame, path=None, *, eps: Optional[float] = None):
-    """Three panels, fraction of samples within eps of a training point vs (a) width, (b) N, (c) steps,
-    from `ToySweep.table` (needs columns factor, width, n_train, step, fraction; optional model,
-    fraction_gu, fraction_heldout, eps). Several seeds are averaged. Solid: within eps; dashed: Gu
-    ratio criterion; dotted grey: fresh data within eps (chance level); stars: the ideal denoiser."""
+    """Three panels, fraction of samples near a training point vs (a) width, (b) N, (c) steps, from
+    `ToySweep.table` (needs columns factor, width, n_train, step, fraction; optional: model, eps,
+    fraction_gu, fraction_heldout). Rows of one eps are used (default: the smallest); seeds are
+    averaged. Solid: within eps; dotted grey: fresh data within eps (chance level, rises with N as the
+    data get dense); dash-dot: the excess over it; dashed: Gu's ratio criterion; stars: ideal D*."""
     plt = _plt()
+    from matplotlib.ticker import FixedLocator, NullLocator
+
     need = {"factor", "width", "n_train", "step", "fraction"}
     if not need <= set(df.columns):
         raise ValueError(f"memorization sweep table lacks columns {sorted(need - set(df.columns))}")
-    if "eps" in df.columns:
+    if "eps" in df.columns and len(df):
         eps = float(df["eps"].min()) if eps is None else float(eps)
         df = df[np.isclose(df["eps"], eps)]
     model = df["model"] if "model" in df.columns else pd.Series("mlp", index=df.index)
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), constrained_layout=True)
+    eps_txt = f" = {eps:g}" if eps is not None else ""
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.9), constrained_layout=True)
     for ax, (factor, (xlabel, title)) in zip(axes, _FACTOR_AXES.items()):
         sub = df[(df["factor"] == factor) & (model == "mlp")]
-        fixed = [c for c in _FACTOR_AXES if c != factor and sub[c].nunique() == 1]
+        ideal = df[(df["factor"] == factor) & (model == "ideal")]
+        xs = sorted(set(sub[factor].dropna()) | set(ideal[factor].dropna()))
         if not sub.empty:
             g = sub.groupby(factor).mean(numeric_only=True).sort_index()
-            ax.plot(g.index, g["fraction"], "o-", color="C0", label=f"within ε" + (f"={eps:g}" if eps else ""))
-            if "fraction_gu" in g:
-                ax.plot(g.index, g["fraction_gu"], "s--", color="C1", label="Gu d1/d2 < 1/3")
+            ax.plot(g.index, g["fraction"], "o-", color="C0", label=f"within ε{eps_txt}")
             if "fraction_heldout" in g:
-                ax.plot(g.index, g["fraction_heldout"], ":", color="0.5", label="fresh data within ε")
-        ideal = df[(df["factor"] == factor) & (model == "ideal")]
+                ax.plot(g.index, g["fraction_heldout"], ":", color="0.5", label="fresh data within ε (chance)")
+                ax.plot(g.index, g["fraction"] - g["fraction_heldout"], "^-.", color="C2", label="excess over chance")
+            if "fraction_gu" in g:
+                ax.plot(g.index, g["fraction_gu"], "s--", color="C1", label="Gu: d1/d2 < 1/3")
         if not ideal.empty:
             gi = ideal.groupby(factor).mean(numeric_only=True).sort_index()
-            ax.plot(gi.index, gi["fraction"], "*", color="C3", ms=10, label="ideal D*")
-        ax.set_xscale("log", base=2 if factor != "step" else 10)
-        ax.set_ylim(-0.03, 1.03)
+            ax.plot(gi.index, gi["fraction"], "*", color="C3", ms=11, label="ideal D*, within ε")
+        ax.set_xscale("log")
+        if xs:
+            ax.xaxis.set_major_locator(FixedLocator(xs))
+            ax.xaxis.set_minor_locator(NullLocator())
+            ax.set_xticklabels([f"{x:g}" for x in xs])
+        ax.set_ylim(-0.15, 1.05)
+        ax.axhline(0, color="k", lw=0.5)
         ax.set_xlabel(xlabel)
-        note = ", ".join(f"{c}={sub[c].iloc[0]:g}" for c in fixed) if not sub.empty else ""
-        ax.set_title(f"{title}" + (f"\n({note})" if note else ""), fontsize=10)
+        fixed = [c for c in _FACTOR_AXES if c != factor and not sub.empty and sub[c].nunique() == 1]
+        note = ", ".join(f"{c}={sub[c].iloc[0]:g}" for c in fixed)
+        ax.set_title(title + (f"\n({note})" if note else ""), fontsize=10)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("fraction of samples")
-    axes[0].legend(fontsize=8, loc="best")
+    handles = {}
+    for ax in axes:
+        for h, l in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(l, h)
+    if handles:
+        fig.legend(list(handles.values()), list(handles.keys()), loc="outside lower center", ncol=len(handles),
+                   fontsize=8, frameon=False)
     if path is not None:
         atomic_savefig(path, fig, dpi=110)
         plt.close(fig)

@@ -249,7 +249,7 @@ def plan(params: dict, profile: str | None = None, params_path: str = "params.ya
                         jobs["sample"][ekey] = Job(
                             "sample", ekey,
                             P + ["--eval", ekey, "--model", paths.model(rkey), "--out", paths.eval_dir(ekey),
-                                 "--device", device],
+                                 "--device", device] + ([] if ev.get("sample_compile", True) else ["--no-compile"]),
                             deps=[paths.model(rkey)],
                             outs=[paths.samples(ekey), paths.sample_grid(ekey), paths.sample_info(ekey)],
                             spec=espec, param_keys=[f"sampling.{sname}"], resources=gpu_res(16000, 6 * 60, threads),
