@@ -120,9 +120,8 @@ def _e1(df):
 
 @evaluator("E2")
 def _e2(df):
-    fid = final_fid(df)
-    fid = fid[(fid["method"].isin(["edm", "vp", "ve"])) & (fid["sampling"] == fid["sampling"].iloc[0])] \
-        if len(fid) else fid
+    fid = primary(final_fid(df))
+    fid = fid[fid["method"].isin(["edm", "vp", "ve"])]
     if fid.empty:
         return not_run("needs FID of EDM, VP and VE runs")
     for (ds, n, tr), g in fid.groupby(["dataset", "n_train", "training"]):
@@ -139,15 +138,26 @@ def _e2(df):
     return not_run("needs EDM and VP/VE runs on the same dataset size and training config")
 
 
+def primary(df: pd.DataFrame) -> pd.DataFrame:
+    """Evaluation rows of each run's main sampler: the sampling setting used by the most runs (a sampler
+    sweep on one model must not count as extra seeds)."""
+    if "sampling" not in df or df["sampling"].isna().all():
+        return df
+    main = df.dropna(subset=["sampling"]).groupby("sampling")["run"].nunique().idxmax()
+    return df[df["sampling"] == main]
+
+
 def _by_mask(df, metric, max_n=None):
-    m = df[(df["metric"] == metric) & (df.get("target", "none") == "none")]
-    if "mask_ratio" not in m or m["mask_ratio"].nunique() < 2:
+    """Seed statistics per mask ratio at one dataset size: the largest (or, with max_n, the smallest
+    at most max_n) size at which at least two mask ratios were run."""
+    m = primary(df[(df["metric"] == metric) & (df.get("target", "none") == "none") & (df["precond"] == "edm")
+                   & (df["sigma_dist"] == "lognormal")])
+    if "mask_ratio" not in m or m.empty:
         return None
-    if max_n is not None:
-        m = m[m["n_train"] <= max_n]
-    if m.empty:
+    sizes = [n for n, g in m.groupby("n_train") if g["mask_ratio"].nunique() >= 2 and (max_n is None or n <= max_n)]
+    if not sizes:
         return None
-    n = m["n_train"].max() if max_n is None else m["n_train"].min()
+    n = max(sizes) if max_n is None else min(sizes)
     m = m[m["n_train"] == n]
     return n, seed_stats(m, ["mask_ratio"]).set_index("mask_ratio").sort_index()
 
@@ -156,14 +166,16 @@ def _by_mask(df, metric, max_n=None):
 def _s1(df):
     r = _by_mask(df, "fid")
     if r is None:
-        return not_run("needs FID of masked runs (mask ratios incl. 0) on one dataset size")
+        return not_run("needs FID of masked runs and an unmasked baseline on one dataset size")
     n, st = r
     base = st.loc[0.0]
     worst = max(st.index)
     rel = st.loc[worst, "mean"] / base["mean"]
     value = f"N={n}: " + ", ".join(f"eta={k:g}: {v:.3g}" for k, v in st["mean"].items())
     spread = "; ".join(fmt(r_["mean"], r_["std"], r_["count"]) for _, r_ in st.iterrows())
-    return Verdict(value, spread, "agrees" if rel <= 1.25 else "disagrees", f"FID(eta={worst:g}) / FID(0) = {rel:.2f}")
+    full = df.loc[df["metric"] == "fid", "n_train"].max()
+    note = "" if n == full else f"; measured at N={n}, no masked run on the largest set (N={full})"
+    return Verdict(value, spread, "agrees" if rel <= 1.25 else "disagrees", f"FID(eta={worst:g}) / FID(0) = {rel:.2f}{note}")
 
 
 @evaluator("S2")
@@ -176,6 +188,8 @@ def _s2(df):
     value = f"N={n}: " + ", ".join(f"eta={k:g}: {v:.3f}" for k, v in st["mean"].items())
     spread = "; ".join(fmt(r_["mean"], r_["std"], r_["count"]) for _, r_ in st.iterrows())
     verdict = {-1: "agrees", 1: "disagrees", 0: "inconclusive"}[sign]
+    if st["mean"].max() == 0:
+        return Verdict(value, spread, "inconclusive", "no memorization at any eta: the baseline must memorize first")
     return Verdict(value, spread, verdict, rule)
 
 
@@ -190,14 +204,15 @@ def _t1(df):
     small = d[d["sigma"] <= 0.2]
     per_r = mid.groupby("ref_batch")["value"].mean()
     value = f"{d['dataset'].iloc[0]} N={n}, 0.5<=sigma<=5: " + ", ".join(f"|R|={int(r)}: {v:.2f}" for r, v in per_r.items())
-    spread = f"at sigma<=0.2 ratio {small['value'].min():.2f}-{small['value'].max():.2f}" if len(small) else "–"
+    spread = ("at sigma<=0.2 both traces are 0 (posterior on the own image)" if small["value"].isna().all()
+              else f"at sigma<=0.2 ratio {small['value'].min():.2f}-{small['value'].max():.2f}") if len(small) else "–"
     verdict = "agrees" if (per_r < 1).all() and per_r.min() < 0.8 else "disagrees"
     return Verdict(value, spread, verdict, "STF/baseline trace of the target covariance; Monte Carlo, paired draws")
 
 
 @evaluator("T2")
 def _t2(df):
-    fid = final_fid(df)
+    fid = primary(final_fid(df))
     if "target" not in fid or not (fid["target"] == "stf").any():
         return not_run("needs FID of an STF run and its baseline")
     stf = fid[fid["target"] == "stf"]
@@ -215,7 +230,7 @@ def _t2(df):
 
 @evaluator("G1")
 def _g1(df):
-    m = df[(df["metric"] == "mem_fraction_memorized") & (df["method"] == "edm")]
+    m = primary(df[(df["metric"] == "mem_fraction_memorized") & (df["method"] == "edm")])
     if m["n_train"].nunique() < 2:
         return not_run("needs memorization of the EDM baseline at two or more dataset sizes")
     ds = m["dataset"].iloc[0]

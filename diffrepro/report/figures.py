@@ -67,7 +67,8 @@ def memorization_vs_n(df: pd.DataFrame, path) -> bool:
 
 def fid_vs_nfe(df: pd.DataFrame, path) -> bool:
     d = df[(df["metric"] == "fid") & df["nfe"].notna()]
-    if d.empty or d["nfe"].nunique() < 2:
+    d = d[d.groupby("run")["nfe"].transform("nunique") > 1]      # models sampled at several NFE only
+    if d.empty:
         return False
     fig, ax = plt.subplots(figsize=(4.8, 3.4))
     for (run, sampler), g in d.groupby(["run", "sampler"]):
