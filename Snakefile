@@ -1,4 +1,4 @@
-# diffrepro workflow: prepare -> train -> sample -> FID / memorization -> aggregate -> report.
+# diffrepro workflow: prepare -> train -> sample -> FID / memorization / analyses -> aggregate -> report.
 # The jobs come from diffrepro.pipeline.grid.plan(params.yaml, profile), the same expansion that
 # generates dvc.yaml. Run:  snakemake --cores all [--config profile=small]
 from snakemake.utils import min_version, validate
@@ -14,6 +14,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/analysis.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -5,6 +5,7 @@ import argparse
 import logging
 import sys
 import traceback
+from pathlib import Path
 
 log = logging.getLogger("diffrepro")
 
@@ -20,6 +21,22 @@ def add_params(p: argparse.ArgumentParser):
 
 def add_device(p: argparse.ArgumentParser):
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to compute")
+
+
+def add_checkpoint_job(p: argparse.ArgumentParser):
+    """Arguments of the stages that analyse a trained run: its job key, model file and dataset."""
+    p.add_argument("--job", required=True, help="job key (from the workflow plan)")
+    p.add_argument("--model", required=True, help="the run's model.pt (its checkpoints sit beside it)")
+    p.add_argument("--data", required=True, help="the run's prepared dataset folder")
+
+
+def snapshot_path(model: str, step: int) -> Path:
+    """The EMA snapshot a run saved at `step`; a clear error if that step was never saved."""
+    snap = Path(model).parent / "ckpt" / "snapshots" / f"step-{step:08d}.pt"
+    if not snap.exists():
+        raise FileNotFoundError(f"checkpoint {snap} not found: analysis steps must be multiples of the run's "
+                                f"checkpoint_every")
+    return snap
 
 
 def main_guard(main):

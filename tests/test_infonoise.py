@@ -38,13 +38,7 @@ EDGES = U_MIN + np.arange(BINS + 1) * H
 A = 0.5                                          # two-point data at (+-A, 0)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors: intra-op threads only add hand-off latency (10 ms per op on a loaded 2-core box).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---------------------------------------------------------------------- oracles

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from diffrepro.nets import MLP_PRESETS, UNET_PRESETS, build_network, count_parameters
+from diffrepro.nets import MLP_PRESETS, build_network, count_parameters
 from diffrepro.precond import EDMPrecond
 
 

@@ -56,3 +56,20 @@ def test_subsets_share_the_reference_and_keys_are_readable(params):
     assert len(pl["fidref"]) == 1
     keys = sorted(pl["train"])
     assert any(k.startswith("fmnist-n500_edm_small-gpu_s1_") for k in keys)
+
+
+def test_adding_an_analysis_checkpoint_adds_only_its_jobs(params):
+    before = plan(validate_params(copy.deepcopy(params)), "small")
+    params["profiles"]["small"]["experiments"][0]["analysis_steps"] = [500, 1000, 1500, 2000]
+    params["profiles"]["small"]["experiments"][0]["analysis_steps"].remove(1500)
+    fewer = plan(validate_params(copy.deepcopy(params)), "small")
+    for stage in ("prepare", "train", "sample", "fid", "memorize", "trajectory"):
+        assert set(fewer[stage]) == set(before[stage]), stage
+    assert set(before["gap"]) - set(fewer["gap"]) == {k for k in before["gap"] if k.endswith("__step1500")}
+    assert len(set(before["gap"]) - set(fewer["gap"])) == 4          # 2 sizes x 2 seeds
+
+
+def test_analysis_steps_must_be_checkpoints(params):
+    params["profiles"]["smoke"]["experiments"][1]["analysis_steps"] = [150]
+    with pytest.raises(ParamsError, match="analysis_steps: 150 is not a checkpoint"):
+        validate_params(params)

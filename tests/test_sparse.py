@@ -40,15 +40,6 @@ def fmnist():
     return load_fashion_mnist("test").images
 
 
-@pytest.fixture
-def one_thread():
-    """The tiny U-Nets here gain little from a second thread but stall badly when the 2 cores are
-    shared with other jobs (OpenMP barriers), so their tests run single-threaded; restored after."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _gen(seed=0):
     return torch.Generator().manual_seed(seed)

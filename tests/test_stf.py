@@ -20,14 +20,7 @@ from diffrepro.sigma_dist import LogNormal
 SIGMAS = [1e-4, 0.01, 0.3, 3.0, 1e3]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: one intra-op thread is as fast, and immune to OpenMP spin-waits when the 2 cores
-    are shared with other jobs (measured: 2 threads under load made a 13 ms call take 330 ms)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _data(n=200, shape=(3, 4, 4), seed=0, dtype=torch.float32):

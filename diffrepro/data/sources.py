@@ -67,7 +67,7 @@ def how_to_fix(name: str, extra: str = "") -> str:
                      "(files in /usr/share/datasets/fashion-mnist/);")
     lines += [f"  - in params.yaml, set `source:` of the dataset entry with `name: {name}` "
               f"(datasets.<entry>.source) to a folder or archive holding the original files;",
-              f"  - or allow a verified download: `allow_download: true` in that entry "
+              "  - or allow a verified download: `allow_download: true` in that entry "
               "(loader argument allow_download=True)."]
     return "\n".join(lines)
 

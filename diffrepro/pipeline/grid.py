@@ -6,6 +6,9 @@ parameters it depends on; its key is a readable name plus a hash of them.
 
     prepare  -> results/data/<dataset>/                      (per dataset subset)
     targetvar-> results/analysis/targetvar/<dataset>.parquet (per image subset: STF target variance)
+    toystudy -> results/analysis/toystudy/<profile>.*         (2D flow fields and memorization sweeps)
+    gap, memtrace -> results/analysis/{gap,memtrace}/<run>__step<k>.*  (per analysed checkpoint)
+    trajectory -> results/analysis/trajectory/<run>.*       (per analysed run)
     fidref   -> results/fidref/<ref>.npz                     (per image dataset)
     train    -> results/runs/<run>/model.pt, train_metrics.parquet
     sample   -> results/evals/<eval>/samples.npy, grid.png   (per run x sampler)
@@ -21,7 +24,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Dict, List
 
-STAGES = ["prepare", "fidref", "targetvar", "train", "sample", "fid", "memorize", "aggregate", "report"]
+STAGES = ["prepare", "fidref", "targetvar", "toystudy", "train", "sample", "fid", "memorize", "gap", "memtrace",
+          "trajectory", "aggregate", "report"]
+ANALYSIS_DEFAULTS = {"sigmas": 12, "n_per_set": 500, "memtrace_samples": 500, "trajectory_samples": 128, "seed": 0}
 
 # Target-variance analysis (STF claim T1): noise levels and reference-batch sizes measured per image subset.
 TARGETVAR_SIGMAS = [0.05, 0.1, 0.2, 0.35, 0.6, 1.0, 1.7, 3.0, 5.0, 9.0, 16.0, 40.0, 80.0]
@@ -102,6 +107,34 @@ class paths:
         return f"results/analysis/targetvar/{key}.png"
 
     @staticmethod
+    def gap(key):
+        return f"results/analysis/gap/{key}.parquet"
+
+    @staticmethod
+    def memtrace(key):
+        return f"results/analysis/memtrace/{key}.json"
+
+    @staticmethod
+    def trajectory(key):
+        return f"results/analysis/trajectory/{key}.parquet"
+
+    @staticmethod
+    def trajectory_fig(key):
+        return f"results/analysis/trajectory/{key}.png"
+
+    @staticmethod
+    def toystudy(key):
+        return f"results/analysis/toystudy/{key}.parquet"
+
+    @staticmethod
+    def toystudy_flow(key):
+        return f"results/analysis/toystudy/{key}-flow.png"
+
+    @staticmethod
+    def toystudy_sweep(key):
+        return f"results/analysis/toystudy/{key}-sweep.png"
+
+    @staticmethod
     def metrics(profile):
         return f"reports/{profile}/metrics.parquet"
 
@@ -132,13 +165,20 @@ class Job:
     spec: dict                       # exactly the parameters this job depends on
     param_keys: List[str]            # the params.yaml keys behind `spec` (for DVC)
     resources: dict = field(default_factory=dict)
-    persist: List[str] = field(default_factory=list)   # side folders kept across reruns (checkpoints)
     log: str = ""
+    processes: int = 1               # >1: launched as that many data-parallel processes by torchrun
+
+    @property
+    def module(self) -> str:
+        """What follows `python -m`: the stage module, or torchrun's module launching it."""
+        if self.processes == 1:
+            return f"stages.{self.stage}"
+        return f"torch.distributed.run --standalone --nproc_per_node {self.processes} -m stages.{self.stage}"
 
     @property
     def command(self) -> str:
         import shlex
-        return "python -m stages." + self.stage + " " + " ".join(shlex.quote(a) for a in self.args)
+        return f"python -m {self.module} " + " ".join(shlex.quote(a) for a in self.args)
 
 
 @dataclass
@@ -175,6 +215,7 @@ def plan(params: dict, profile: str | None = None, params_path: str = "params.ya
         raise KeyError(f"profile {profile!r} is not defined in {params_path} (have: {sorted(params['profiles'])})")
     prof = params["profiles"][profile]
     gpus = prof.get("gpus_per_job", 0)
+    procs = prof.get("train_processes", 1)
     device = prof.get("device", "auto")
     jobs: Dict[str, Dict[str, Job]] = {s: {} for s in STAGES}
     P = ["--params", params_path]
@@ -186,6 +227,15 @@ def plan(params: dict, profile: str | None = None, params_path: str = "params.ya
 
     def gpu_res(mem_mb, runtime, threads=2):
         return {"gpu": gpus, "mem_mb": mem_mb, "runtime": runtime, "threads": threads}
+
+    analysis = {**ANALYSIS_DEFAULTS, **prof.get("analysis", {})}
+    if "toy_study" in prof:
+        tspec = {"eps": 0.02, "num_samples": 1000, **prof["toy_study"]}
+        outs = [paths.toystudy(profile), paths.toystudy_flow(profile), paths.toystudy_sweep(profile)]
+        jobs["toystudy"][profile] = Job(
+            "toystudy", profile, P + ["--profile", profile, "--out", outs[0], "--flow", outs[1], "--sweep", outs[2]],
+            deps=[], outs=outs, spec=tspec, param_keys=[f"profiles.{profile}.toy_study"],
+            resources={"mem_mb": 4000, "runtime": 60, "threads": 1}, log=f"results/logs/toystudy/{profile}.log")
 
     # FID references: one per image dataset used by the profile
     fidref_of = {}
@@ -236,12 +286,39 @@ def plan(params: dict, profile: str | None = None, params_path: str = "params.ya
                     rkey = f"{dname}-n{size}_{method}_{tname}_s{seed}_{spec_hash(rspec)}"
                     jobs["train"][rkey] = Job(
                         "train", rkey,
-                        P + ["--run", rkey, "--data", paths.dataset(dkey), "--out", paths.run_dir(rkey),
+                        P + ["--job", rkey, "--data", paths.dataset(dkey), "--out", paths.run_dir(rkey),
                              "--device", device],
                         deps=[paths.dataset(dkey)], outs=[paths.model(rkey), paths.train_metrics(rkey)],
-                        spec=rspec, persist=[paths.checkpoints(rkey)],
+                        spec=rspec,
                         param_keys=_leaves(f"datasets.{dname}", ds) + [f"methods.{method}", f"training.{tname}"],
-                        resources=gpu_res(16000, 24 * 60, threads), log=f"results/logs/train/{rkey}.log")
+                        resources={**gpu_res(16000 * procs, 24 * 60, threads * procs), "gpu": gpus * procs},
+                        processes=procs, log=f"results/logs/train/{rkey}.log")
+                    for step in exp.get("analysis_steps", []):
+                        akey = f"{rkey}__step{step}"
+                        common = P + ["--job", akey, "--model", paths.model(rkey), "--data", paths.dataset(dkey),
+                                      "--device", device]
+                        jobs["gap"][akey] = Job(
+                            "gap", akey, common + ["--out", paths.gap(akey)],
+                            deps=[paths.model(rkey), paths.dataset(dkey)], outs=[paths.gap(akey)],
+                            spec={"run": rkey, "step": step, "sigmas": analysis["sigmas"],
+                                  "n_per_set": analysis["n_per_set"], "seed": analysis["seed"]},
+                            param_keys=[], resources=gpu_res(8000, 60, threads), log=f"results/logs/gap/{akey}.log")
+                        jobs["memtrace"][akey] = Job(
+                            "memtrace", akey, common + ["--out", paths.memtrace(akey)],
+                            deps=[paths.model(rkey), paths.dataset(dkey)], outs=[paths.memtrace(akey)],
+                            spec={"run": rkey, "step": step, "num_samples": analysis["memtrace_samples"]},
+                            param_keys=[], resources=gpu_res(8000, 60, threads), log=f"results/logs/memtrace/{akey}.log")
+                    if exp.get("analysis_steps"):
+                        jobs["trajectory"][rkey] = Job(
+                            "trajectory", rkey,
+                            P + ["--job", rkey, "--model", paths.model(rkey), "--data", paths.dataset(dkey),
+                                 "--device", device, "--out", paths.trajectory(rkey),
+                                 "--figure", paths.trajectory_fig(rkey)],
+                            deps=[paths.model(rkey), paths.dataset(dkey)],
+                            outs=[paths.trajectory(rkey), paths.trajectory_fig(rkey)],
+                            spec={"run": rkey, "num_samples": analysis["trajectory_samples"]},
+                            param_keys=[], resources=gpu_res(8000, 60, threads),
+                            log=f"results/logs/trajectory/{rkey}.log")
                     for sname in exp["sampling"]:
                         espec = {"run": rkey, "sampling": {"name": sname, **params["sampling"][sname]},
                                  "num_samples": exp["num_samples"]}
@@ -276,15 +353,21 @@ def plan(params: dict, profile: str | None = None, params_path: str = "params.ya
 
     agg_deps = ([paths.train_metrics(k) for k in jobs["train"]] + [paths.samples(k) for k in jobs["sample"]]
                 + [paths.fid(k) for k in jobs["fid"]] + [paths.memorize(k) for k in jobs["memorize"]]
-                + [paths.targetvar(k) for k in jobs["targetvar"]])
+                + [paths.targetvar(k) for k in jobs["targetvar"]] + [paths.gap(k) for k in jobs["gap"]]
+                + [paths.memtrace(k) for k in jobs["memtrace"]] + [paths.trajectory(k) for k in jobs["trajectory"]]
+                + [paths.toystudy(k) for k in jobs["toystudy"]])
     jobs["aggregate"][profile] = Job(
         "aggregate", profile, P + ["--profile", profile, "--out", paths.metrics(profile)],
         deps=agg_deps, outs=[paths.metrics(profile)],
-        spec={"runs": sorted(jobs["train"]), "evals": sorted(jobs["sample"]), "analyses": sorted(jobs["targetvar"])},
+        spec={"runs": sorted(jobs["train"]), "evals": sorted(jobs["sample"]),
+              "analyses": sorted(f"{s}/{k}" for s in ("targetvar", "gap", "memtrace", "trajectory", "toystudy")
+                                 for k in jobs[s])},
         param_keys=[],
         resources={"mem_mb": 4000, "runtime": 30}, log=f"results/logs/aggregate/{profile}.log")
     report_deps = ([paths.metrics(profile)] + [paths.sample_grid(k) for k in jobs["sample"]]
-                   + [paths.memorize_fig(k) for k in jobs["memorize"]] + [paths.targetvar_fig(k) for k in jobs["targetvar"]])
+                   + [paths.memorize_fig(k) for k in jobs["memorize"]] + [paths.targetvar_fig(k) for k in jobs["targetvar"]]
+                   + [paths.trajectory_fig(k) for k in jobs["trajectory"]]
+                   + [f for k in jobs["toystudy"] for f in (paths.toystudy_flow(k), paths.toystudy_sweep(k))])
     jobs["report"][profile] = Job(
         "report", profile,
         P + ["--profile", profile, "--metrics", paths.metrics(profile), "--out", f"reports/{profile}"],

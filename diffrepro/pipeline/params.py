@@ -60,6 +60,11 @@ def _check_references(p: dict, source: str):
             for s in exp["sampling"]:
                 if s not in p["sampling"]:
                     problems.append(f"{where}.sampling: {s!r} is not defined under sampling")
+            tr = p["training"].get(exp["training"], {})
+            for step in exp.get("analysis_steps", []):
+                if step > tr.get("steps", 0) or step % tr.get("checkpoint_every", 500):
+                    problems.append(f"{where}.analysis_steps: {step} is not a checkpoint of training "
+                                    f"{exp['training']!r} (multiples of {tr.get('checkpoint_every', 500)} up to {tr.get('steps')})")
             ds = p["datasets"].get(exp["dataset"], {})
             net = p["training"].get(exp["training"], {}).get("network", "")
             if ds.get("kind") == "toy2d" and net in UNET_PRESETS:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..io import atomic_write_json, atomic_write_text
-from .claims import NOT_RUN, claims_table
+from .claims import NOT_RUN, claims_table, ensure_columns
 from .doc import Doc
 from .figures import FIGURES
 
@@ -69,6 +69,18 @@ def _copy_eval_images(df, fig_dir: Path):
     from ..pipeline.grid import paths
 
     out = []
+    if "analysis" in df:
+        for i, key in enumerate(sorted(df["analysis"].dropna().unique())):
+            kind, name = key.split("/", 1)
+            sources = {"trajectory": [(paths.trajectory_fig(name), "trajectory analysis")],
+                       "targetvar": [(paths.targetvar_fig(name), "target variance, baseline vs STF")],
+                       "toystudy": [(paths.toystudy_flow(name), "2D flow fields: ideal denoiser vs trained MLPs"),
+                                    (paths.toystudy_sweep(name), "2D toy: samples near training points vs width, N, steps")]}
+            for j, (src, what) in enumerate(sources.get(kind, [])):
+                if Path(src).exists():
+                    fname = f"{kind}-{i:03d}-{j}.png"
+                    shutil.copyfile(src, fig_dir / fname)
+                    out.append(("analysis", f"figures/{fname}", f"{name}: {what}"))
     for i, ekey in enumerate(sorted(df["eval"].dropna().unique())):
         for src, prefix, what in ((paths.sample_grid(ekey), "samples", "samples"),
                                   (paths.memorize_fig(ekey), "memorized", "most memorized samples (left) and nearest training images (right)")):
@@ -80,6 +92,7 @@ def _copy_eval_images(df, fig_dir: Path):
 
 
 def build_report(df: pd.DataFrame, profile: str, out_dir) -> dict:
+    df = ensure_columns(df)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tmp_fig = Path(tempfile.mkdtemp(prefix=".figures-", dir=out))
@@ -111,7 +124,7 @@ def build_report(df: pd.DataFrame, profile: str, out_dir) -> dict:
                 doc.image(f"figures/{name}", caption)
                 made.append(name)
         images = _copy_eval_images(df, tmp_fig)
-        for kind in ("samples", "memorized"):
+        for kind in ("analysis", "samples", "memorized"):
             for _, rel, caption in (i for i in images if i[0] == kind):
                 doc.image(rel, caption)
 

@@ -228,6 +228,74 @@ def _t2(df):
     return not_run("needs an STF run and an EDM baseline with the same data and training")
 
 
+@evaluator("K1")
+def _k1(df):
+    parts, verdicts = [], []
+    toy = df[(df["metric"] == "toy_fraction_gu") & (df.get("model", "") == "mlp")] if "model" in df else df.iloc[:0]
+    for factor, col in (("step", "step"), ("width", "toy_width")):
+        t = toy[toy["factor"] == factor].sort_values(col) if len(toy) else toy
+        if len(t) >= 2:
+            first, last = t["value"].iloc[0], t["value"].iloc[-1]
+            parts.append(f"2D toy, Gu fraction vs {factor}: {first:.2f} -> {last:.2f}")
+            verdicts.append(last > first)
+    m = df[df["metric"] == "mem_fraction_ckpt"]
+    for run, g in m.groupby("run"):
+        g = g.sort_values("step")
+        if len(g) >= 2:
+            parts.append(f"{run.split('_s')[0]}: {g['value'].iloc[0]:.3f} -> {g['value'].iloc[-1]:.3f} over steps")
+            if g["value"].max() > 0:
+                verdicts.append(g["value"].iloc[-1] > g["value"].iloc[0])
+    if not parts:
+        return not_run("needs memorization at several checkpoints (analysis_steps) or the 2D toy study")
+    verdict = "agrees" if verdicts and all(verdicts) else ("disagrees" if verdicts else "inconclusive")
+    reason = "memorized fraction at first vs last checkpoint / smallest vs largest width"
+    if not verdicts:
+        reason = "no memorization at any checkpoint"
+    return Verdict("; ".join(parts[:4]), "one seed per setting", verdict, reason)
+
+
+@evaluator("K2")
+def _k2(df):
+    g = df[df["metric"].isin(["gap", "se_gap"])]
+    if g.empty:
+        return not_run("needs the per-sigma gap at analysed checkpoints")
+    out, kinds = [], []
+    for run, r in g.groupby("run"):
+        last = r[r["step"] == r["step"].max()].pivot_table(index="sigma", columns="metric", values="value").sort_index()
+        k = int(last["gap"].values.argmax())
+        ends = max(last["gap"].iloc[0], last["gap"].iloc[-1])
+        se = float(last["se_gap"].iloc[k]) if "se_gap" in last else 0.0
+        if not 0 < k < len(last) - 1:
+            kinds.append("end")
+        else:
+            kinds.append("clear" if last["gap"].iloc[k] - ends > 2 * se else "weak")
+        out.append(f"{run.split('_s')[0]}: peak {last['gap'].iloc[k]:.3g} at sigma {last.index[k]:.2g} ({kinds[-1]})")
+    n = len(kinds)
+    verdict = ("agrees" if kinds.count("clear") > n / 2 else "disagrees" if kinds.count("end") > n / 2
+               else "inconclusive")
+    return Verdict("; ".join(out[:4]), f"{kinds.count('clear')} clear, {kinds.count('weak')} within 2 s.e. of an end, "
+                   f"{kinds.count('end')} at an end (of {n} runs)", verdict,
+                   "interior peak above both grid ends by > 2 s.e. counts as clear (last analysed checkpoint)")
+
+
+@evaluator("K3")
+def _k3(df):
+    t = df[df["metric"].isin(["traj_r_traj", "traj_r_train"])]
+    if t.empty:
+        return not_run("needs the trajectory analysis")
+    t = t[t["sigma"].between(0.1, 5.0)]
+    ratios = []
+    for run, r in t.groupby("run"):
+        p = r.pivot_table(index="sigma", columns="metric", values="value")
+        ratios.append((run.split("_s")[0], float((p["traj_r_traj"] / p["traj_r_train"]).mean())))
+    value = "; ".join(f"{r}: r_traj/r_train {v:.2f}" for r, v in ratios[:4])
+    agree = [v > 1.05 for _, v in ratios]
+    verdict = "agrees" if all(agree) else ("disagrees" if not any(agree) else "inconclusive")
+    return Verdict(value, f"{len(ratios)} runs", verdict,
+                   "median distance of trajectory points to the nearest training point over that of noised "
+                   "training points, 0.1 <= sigma <= 5 (> 1.05: trajectories stay away)")
+
+
 @evaluator("G1")
 def _g1(df):
     m = primary(df[(df["metric"] == "mem_fraction_memorized") & (df["method"] == "edm")])
@@ -236,7 +304,7 @@ def _g1(df):
     ds = m["dataset"].iloc[0]
     st = seed_stats(m[m["dataset"] == ds], ["n_train"]).set_index("n_train").sort_index()
     sign, rule = compare(st.iloc[-1], st.iloc[0])
-    value = f"{ds}: " + ", ".join(f"N={k}: {v:.3f}" for k, v in st["mean"].items())
+    value = f"{ds}: " + ", ".join(f"N={int(k)}: {v:.3f}" for k, v in st["mean"].items())
     spread = "; ".join(fmt(r["mean"], r["std"], r["count"]) for _, r in st.iterrows())
     verdict = {-1: "agrees", 1: "disagrees", 0: "inconclusive"}[sign]
     if sign == 0 and st["mean"].max() == 0:
@@ -244,7 +312,19 @@ def _g1(df):
     return Verdict(value, spread, verdict, rule)
 
 
+OPTIONAL_COLUMNS = ("run", "eval", "analysis", "dataset", "n_train", "method", "precond", "sigma_dist",
+                    "mask_ratio", "target", "training", "seed", "sampling", "sampler", "nfe", "num_samples",
+                    "step", "sigma", "ref_batch", "model", "factor", "toy_width", "toy_n")
+
+
+def ensure_columns(df: pd.DataFrame) -> pd.DataFrame:
+    """Profiles that skip a stage lack its columns; evaluators and figures expect them (as NaN)."""
+    missing = [c for c in OPTIONAL_COLUMNS if c not in df.columns]
+    return df.assign(**{c: np.nan for c in missing}) if missing else df
+
+
 def claims_table(df: pd.DataFrame, extra: Optional[Dict[str, Callable]] = None) -> pd.DataFrame:
+    df = ensure_columns(df)
     evals = {**EVALUATORS, **(extra or {})}
     rows = []
     for cid, claim, source, measurement, direction in CLAIMS:

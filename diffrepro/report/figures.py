@@ -125,11 +125,68 @@ def stf_target_variance(df: pd.DataFrame, path) -> bool:
     return True
 
 
+def gap_curves(df: pd.DataFrame, path) -> bool:
+    d = df[df["metric"] == "gap"]
+    if d.empty:
+        return False
+    groups = list(d.groupby(["dataset", "n_train"]))
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.8 * len(groups), 3.4), squeeze=False)
+    for ax, ((ds, n), g) in zip(axes[0], groups):
+        for run, r in g.groupby("run"):
+            for step, rs in r.groupby("step"):
+                rs = rs.sort_values("sigma")
+                last = step == r["step"].max()
+                ax.plot(rs["sigma"], rs["value"], lw=1.6 if last else 0.8, alpha=1 if last else 0.5,
+                        label=f"{r['method'].iloc[0]} s{r['seed'].iloc[0]} step {step}")
+        ax.axhline(0, color="k", lw=0.5)
+        ax.set(xscale="log", xlabel="sigma", ylabel="held-out minus training MSE per dim", title=f"{ds}, N={n}")
+        ax.legend(fontsize=6)
+    _save(fig, path)
+    return True
+
+
+def memorization_vs_steps(df: pd.DataFrame, path) -> bool:
+    d = df[df["metric"] == "mem_fraction_ckpt"]
+    if d.empty:
+        return False
+    fig, ax = plt.subplots(figsize=(4.8, 3.4))
+    for run, g in d.groupby("run"):
+        g = g.sort_values("step")
+        ax.plot(g["step"], g["value"], marker="o", label=f"{g['dataset'].iloc[0]} N={g['n_train'].iloc[0]} "
+                                                          f"{g['method'].iloc[0]} s{g['seed'].iloc[0]}")
+    ax.set(xlabel="training step", ylabel="fraction memorized (d1/d2 < 1/3)")
+    ax.legend(fontsize=6)
+    _save(fig, path)
+    return True
+
+
+def trajectory_distances(df: pd.DataFrame, path) -> bool:
+    d = df[df["metric"].isin(["traj_r_traj", "traj_r_train"])]
+    if d.empty:
+        return False
+    fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    for (run, metric), g in d.groupby(["run", "metric"]):
+        g = g.sort_values("sigma")
+        ax.plot(g["sigma"], g["value"], ls="-" if metric == "traj_r_traj" else "--",
+                label=f"{g['method'].iloc[0]} N={g['n_train'].iloc[0]}: "
+                      + ("trajectory" if metric == "traj_r_traj" else "noised training"))
+    ax.set(xscale="log", yscale="log", xlabel="sigma",
+           ylabel="nearest training point / (sigma sqrt(d)), median")
+    ax.legend(fontsize=6)
+    _save(fig, path)
+    return True
+
+
 FIGURES = {
     "loss_curves.png": (loss_curves, "Training loss per run (EDM-weighted, mean over each logging window)."),
     "sigma_profile.png": (sigma_profile, "Unweighted denoising MSE per noise level at the end of training."),
     "memorization_vs_n.png": (memorization_vs_n, "Fraction of samples memorized versus training set size."),
     "fid_vs_nfe.png": (fid_vs_nfe, "FID versus number of function evaluations."),
+    "gap_curves.png": (gap_curves, "Generalization gap per noise level (held-out minus training denoising MSE, "
+                                   "same noise draws) at each analysed checkpoint; thick: last."),
+    "memorization_vs_steps.png": (memorization_vs_steps, "Memorization over training (samples from each checkpoint)."),
+    "trajectory_distances.png": (trajectory_distances, "Distance to the nearest training point relative to "
+                                                       "sigma*sqrt(d): sampler trajectories vs noised training points."),
     "infonoise_profile.png": (infonoise_profile, "InfoNoise: estimated allocation and training sigma density "
                                                  "at the end of training, next to EDM's log-normal."),
     "stf_target_variance.png": (stf_target_variance, "Trace of the training target's covariance versus sigma: "
