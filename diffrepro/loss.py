@@ -46,12 +46,18 @@ class DenoisingLoss:
 
     def __call__(self, denoiser: Preconditioning, y: torch.Tensor, generator: torch.Generator,
                  class_labels=None, sigma: Optional[torch.Tensor] = None,
-                 noise: Optional[torch.Tensor] = None) -> LossOutput:
+                 noise: Optional[torch.Tensor] = None, shard: Optional[tuple] = None) -> LossOutput:
+        """`shard=(rank, world)`: y is this rank's slice of a global batch world*len(y); every random
+        draw is made at the global size and sliced, so all ranks draw alike (same generator state for
+        the target and mask hooks) and together reproduce the single-process batch."""
+        rank, world = shard or (0, 1)
+        b = y.shape[0]
+        part = slice(rank * b, (rank + 1) * b)
         if sigma is None:
-            sigma = self.sigma_dist.sample(y.shape[0], generator, y.device)
+            sigma = self.sigma_dist.sample(b * world, generator, y.device)[part]
         sigma = sigma.to(torch.float32)
         if noise is None:
-            noise = torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
+            noise = torch.randn((b * world, *y.shape[1:]), generator=generator, device=y.device, dtype=y.dtype)[part]
         s = _bcast(sigma, y)
         x_noisy = y + noise * s
         target = y
@@ -63,8 +69,10 @@ class DenoisingLoss:
         weight = _bcast(denoiser.loss_weight(sigma), y)
         loss = weight * sq
         if self.mask_fn is not None:
-            mask, keep = self.mask_fn(y.shape, generator)
-            loss = loss * mask / keep
+            mask, keep = self.mask_fn(torch.Size((b * world, *y.shape[1:])), generator)
+            if torch.is_tensor(keep) and keep.ndim:
+                keep = keep[part]
+            loss = loss * mask[part] / keep
         with torch.no_grad():
             mse = ((D.detach().float() - y.float()) ** 2).flatten(1).mean(1)
         return LossOutput(loss=loss, sigma=sigma, mse=mse)

@@ -19,8 +19,8 @@ from typing import Callable, Optional
 
 import numpy as np
 import torch
-from torch import nn
 
+from . import distributed
 from .ema import EMA
 from .io import atomic_torch_save
 from .loss import DenoisingLoss
@@ -98,8 +98,13 @@ class Trainer:
             torch.backends.cudnn.allow_tf32 = cfg.precision != "fp32"
             torch.backends.cudnn.benchmark = True   # fixed shapes: let cuDNN pick its fastest kernels
         self.ema = EMA(self.denoiser, cfg.ema_halflife_img, cfg.ema_rampup_ratio)
+        # data parallel when launched by torchrun (see distributed.py): cfg.batch_size is the global batch
+        self.rank, self.world = distributed.rank_world()
+        if cfg.batch_size % self.world:
+            raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the number of processes ({self.world})")
+        model = distributed.wrap(self.denoiser, self.device) if self.world > 1 else self.denoiser
         # the module the loss calls: compiled when asked (weights stay shared with self.denoiser)
-        self.model = torch.compile(self.denoiser) if cfg.compile else self.denoiser
+        self.model = torch.compile(model) if cfg.compile else model
         fused = self.device.type == "cuda"
         self.opt = torch.optim.Adam(self.denoiser.parameters(), lr=cfg.lr, betas=tuple(cfg.adam_betas),
                                     eps=cfg.adam_eps, fused=fused)
@@ -147,11 +152,16 @@ class Trainer:
     def save_checkpoint(self):
         if self.ckpt_dir is None:
             return
+        if self.rank != 0:          # every rank holds the same weights; rank 0 writes, the others wait
+            distributed.barrier()
+            return
         snap = self.ckpt_dir / "snapshots" / f"step-{self.state.step:08d}.pt"
         atomic_torch_save({"ema": self.ema.state_dict(), "step": self.state.step, "nimg": self.state.nimg}, snap)
         atomic_torch_save(self.state_dict(), self.resume_path())
         if self.on_checkpoint is not None:
             self.on_checkpoint(self)
+        if self.world > 1:
+            distributed.barrier()
 
     # ------------------------------------------------------------------ one step
     def _lr(self, nimg: int) -> float:
@@ -162,7 +172,7 @@ class Trainer:
     def _train_step(self, y, labels, gen):
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16")
         with autocast:
-            out = self.loss_fn(self.model, y, gen, labels)
+            out = self.loss_fn(self.model, y, gen, labels, shard=(self.rank, self.world) if self.world > 1 else None)
             loss = out.reduce()
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -171,6 +181,9 @@ class Trainer:
     def step(self) -> torch.Tensor:
         cfg, k = self.cfg, self.state.step
         idx = batch_indices(k, cfg.batch_size, self.data.shape[0], cfg.seed).to(self.device)
+        if self.world > 1:          # this rank's slice of the global batch
+            b = cfg.batch_size // self.world
+            idx = idx[self.rank * b:(self.rank + 1) * b]
         y = self.data[idx]
         labels = None if self.labels is None else self.labels[idx]
         torch.manual_seed(derive_seed(cfg.seed, "dropout", k))
@@ -184,7 +197,10 @@ class Trainer:
             group["lr"] = self._lr(nimg)
         self.opt.step()
         self.ema.update(self.denoiser, cfg.batch_size, nimg)
-        self.loss_fn.sigma_dist.observe(out.sigma.detach(), out.mse.detach(), k)
+        sigma, mse = out.sigma.detach(), out.mse.detach()
+        if self.world > 1:          # adaptive sigma distributions see the whole global batch on every rank
+            sigma, mse = distributed.gather_cat(sigma), distributed.gather_cat(mse)
+        self.loss_fn.sigma_dist.observe(sigma, mse, k)
         self._accumulate(loss, out)
         self.state.step, self.state.nimg = k + 1, nimg
         return loss
@@ -202,6 +218,10 @@ class Trainer:
         a, st = self._acc, self.state
         if a["count"] == 0:
             return None
+        if self.world > 1:          # sums over ranks; the loss is a mean of the per-rank means
+            for key in ("loss", "bin_loss", "bin_mse", "bin_n"):
+                distributed.all_reduce_sum(a[key])
+            a["loss"] /= self.world
         mean_loss = float(a["loss"]) / a["count"]
         rows = [dict(step=st.step, nimg=st.nimg, metric="train_loss", value=mean_loss, sigma_bin=-1),
                 dict(step=st.step, nimg=st.nimg, metric="lr", value=self._lr(st.nimg), sigma_bin=-1),

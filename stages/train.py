@@ -59,7 +59,7 @@ def sigma_dist_rows(sigma_dist) -> list[dict]:
 def main(argv=None):
     p = parser(__doc__)
     add_params(p)
-    p.add_argument("--run", required=True, help="run key (from the workflow plan)")
+    p.add_argument("--job", required=True, help="run key (from the workflow plan)")
     p.add_argument("--data", required=True, help="prepared dataset folder")
     p.add_argument("--out", required=True, help="run folder")
     add_device(p)
@@ -77,9 +77,13 @@ def main(argv=None):
     from diffrepro.provenance import environment
     from diffrepro.training import Trainer
 
+    from diffrepro import distributed
+
     params = load_params(args.params)
-    spec = find_job(params, "train", args.run, args.params).spec
-    device = pick_device(args.device)
+    spec = find_job(params, "train", args.job, args.params).spec
+    # under torchrun: one process per GPU (or CPU processes with gloo); batch_size is the global batch
+    device = distributed.init_from_env() if distributed.launched() else pick_device(args.device)
+    main_rank = distributed.is_main()
     ds = load_dataset(args.data)
     data = ds.train_float()
     out = Path(args.out)
@@ -91,25 +95,27 @@ def main(argv=None):
     denoiser = build_denoiser(net_cfg, method["precond"])
     objective = build_objective(method, data.to(device), total_steps=cfg.steps, precond=denoiser)
     trainer = Trainer(denoiser, objective, data, cfg, ckpt_dir=out / "ckpt", device=device,
-                      progress=not args.no_progress)
+                      progress=not args.no_progress and main_rank)
     n_params = sum(p.numel() for p in denoiser.parameters())
-    log.info("run %s: %s, %s preconditioning, %s parameters on %s", args.run, training["network"],
-             method["precond"], f"{n_params:,}", device)
+    log.info("run %s: %s, %s preconditioning, %s parameters on %s (%d process%s)", args.job, training["network"],
+             method["precond"], f"{n_params:,}", device, trainer.world, "es" if trainer.world > 1 else "")
     if trainer.try_resume():
         log.info("resuming from checkpoint at step %d of %d", trainer.state.step, cfg.steps)
     t0 = time.time()
     state = trainer.run()
     log.info("trained %d steps (%d images) in %.1f s this session", state.step, state.nimg, time.time() - t0)
 
+    if not main_rank:
+        return
     env = environment(device)
-    provenance = {**env, "params_hash": args.run.rsplit("_", 1)[-1], "dataset_sha256": ds.manifest.get("sha256", {}).get("train.npy", ""),
-                  "seed": seed, "wall_time_s": state.wall_s, "n_params": n_params}
+    provenance = {**env, "params_hash": args.job.rsplit("_", 1)[-1], "dataset_sha256": ds.manifest.get("sha256", {}).get("train.npy", ""),
+                  "seed": seed, "wall_time_s": state.wall_s, "n_params": n_params, "processes": trainer.world}
     snapshots = sorted(str(p.relative_to(out)) for p in (out / "ckpt" / "snapshots").glob("step-*.pt"))
-    frame = metrics_frame(state.metrics, cfg, args.run, provenance)
+    frame = metrics_frame(state.metrics, cfg, args.job, provenance)
     extra = sigma_dist_rows(objective.sigma_dist)
     if extra:
         extra = pd.DataFrame(extra).drop_duplicates(["step", "metric", "sigma_bin"], keep="last")
-        for k, v in {"run": args.run, **provenance}.items():
+        for k, v in {"run": args.job, **provenance}.items():
             extra[k] = v
         frame = pd.concat([frame, extra], ignore_index=True)
     atomic_write_parquet(out / "train_metrics.parquet", frame)

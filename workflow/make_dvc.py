@@ -28,7 +28,7 @@ UNCACHED = ("reports/",)
 
 
 def _signature(job):
-    return (len(job.deps), len(job.outs), len(job.persist), tuple(k.split(".")[0] for k in job.param_keys),
+    return (len(job.deps), len(job.outs), tuple(k.split(".")[0] for k in job.param_keys),
             len(job.param_keys))
 
 
@@ -66,9 +66,13 @@ def stage_blocks(pl) -> "OrderedDict[str, dict]":
                 item.update({f"d{i}": d for i, d in enumerate(j.deps)})
                 item.update({f"o{i}": o for i, o in enumerate(j.outs)})
                 item.update({f"p{i}": p for i, p in enumerate(j.param_keys)})
-                item.update({f"k{i}": p for i, p in enumerate(j.persist)})
                 foreach[j.key] = item
-            do = {"cmd": f"python -m stages.{stage} ${{item.args}}"}
+            module = f"stages.{stage}"
+            if any(j.module != module for j in members):      # e.g. training launched by torchrun
+                for j in members:
+                    foreach[j.key]["module"] = j.module
+                module = "${item.module}"
+            do = {"cmd": f"python -m {module} ${{item.args}}"}
             if first.deps:
                 do["deps"] = [f"${{item.d{i}}}" for i in range(len(first.deps))]
             if first.param_keys:
@@ -79,7 +83,6 @@ def stage_blocks(pl) -> "OrderedDict[str, dict]":
                 placeholder = f"${{item.o{i}}}"
                 entry = {placeholder: entry[o]} if isinstance(entry, dict) else placeholder
                 {"outs": outs, "metrics": metrics, "plots": plots}[kind].append(entry)
-            outs += [{f"${{item.k{i}}}": {"persist": True, "cache": False}} for i in range(len(first.persist))]
             for key, val in (("outs", outs), ("metrics", metrics), ("plots", plots)):
                 if val:
                     do[key] = val

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,7 +31,9 @@ def up_to_date(job) -> bool:
     outs = [Path(o) for o in job.outs]
     if not all(o.exists() for o in outs):
         return False
-    deps = [Path(d) for d in job.deps if Path(d).exists()]
+    deps = [Path(d) for d in job.deps]
+    if not all(d.exists() for d in deps):
+        return False
     return not deps or min(_mtime(o) for o in outs) >= max(_mtime(d) for d in deps)
 
 
@@ -44,13 +47,23 @@ def main(argv=None):
 
     pl = plan(load_params(args.params), args.profile, args.params)
     wanted = [s for s in STAGES if s in set(args.stages.split(","))]
-    todo = [j for s in wanted for j in pl[s].values() if args.force or not up_to_date(j)]
-    print(f"profile {pl.profile}: {len(todo)} of {sum(len(pl[s]) for s in wanted)} jobs to run", file=sys.stderr)
-    for i, job in enumerate(todo, 1):
-        print(f"[{i}/{len(todo)}] {job.command}", file=sys.stderr, flush=True)
+    jobs = [j for s in wanted for j in pl[s].values()]
+    # Jobs come in dependency order; freshness is decided when a job's turn comes, after its inputs ran.
+    print(f"profile {pl.profile}: {len(jobs)} jobs, "
+          f"{sum(not up_to_date(j) for j in jobs)} out of date before any runs", file=sys.stderr)
+    ran = 0
+    for i, job in enumerate(jobs, 1):
+        if not args.force and up_to_date(job):
+            continue
+        ran += 1
+        print(f"[{i}/{len(jobs)}] {job.command}", file=sys.stderr, flush=True)
         t0 = time.time()
-        importlib.import_module(f"stages.{job.stage}").main(list(job.args) + _quiet(job.stage))
+        if job.processes > 1:   # data-parallel training needs its own processes
+            subprocess.run([sys.executable, "-m", *job.module.split(), *job.args, *_quiet(job.stage)], check=True)
+        else:
+            importlib.import_module(f"stages.{job.stage}").main(list(job.args) + _quiet(job.stage))
         print(f"    done in {time.time() - t0:.1f} s", file=sys.stderr, flush=True)
+    print(f"ran {ran} jobs", file=sys.stderr)
 
 
 def _quiet(stage):

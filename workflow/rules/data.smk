@@ -27,6 +27,7 @@ rule fidref:
         "results/benchmarks/fidref/{key}.tsv"
     threads: job_resource("fidref", "threads", 1)
     resources:
+        cpus_per_task=job_resource("fidref", "threads", 1),   # sbatch --cpus-per-task on SLURM
         gpu=job_resource("fidref", "gpu"),
         mem_mb=job_resource("fidref", "mem_mb"),
         runtime=job_resource("fidref", "runtime"),
@@ -49,6 +50,7 @@ rule targetvar:
         "results/benchmarks/targetvar/{key}.tsv"
     threads: job_resource("targetvar", "threads", 1)
     resources:
+        cpus_per_task=job_resource("targetvar", "threads", 1),   # sbatch --cpus-per-task on SLURM
         mem_mb=job_resource("targetvar", "mem_mb"),
         runtime=job_resource("targetvar", "runtime"),
     shell:

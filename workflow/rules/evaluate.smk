@@ -14,6 +14,7 @@ rule sample:
         "results/benchmarks/sample/{key}.tsv"
     threads: job_resource("sample", "threads", 1)
     resources:
+        cpus_per_task=job_resource("sample", "threads", 1),   # sbatch --cpus-per-task on SLURM
         gpu=job_resource("sample", "gpu"),
         mem_mb=job_resource("sample", "mem_mb"),
         runtime=job_resource("sample", "runtime"),
@@ -35,6 +36,7 @@ rule fid:
         "results/benchmarks/fid/{key}.tsv"
     threads: job_resource("fid", "threads", 1)
     resources:
+        cpus_per_task=job_resource("fid", "threads", 1),   # sbatch --cpus-per-task on SLURM
         gpu=job_resource("fid", "gpu"),
         mem_mb=job_resource("fid", "mem_mb"),
         runtime=job_resource("fid", "runtime"),
@@ -58,6 +60,7 @@ rule memorize:
         "results/benchmarks/memorize/{key}.tsv"
     threads: job_resource("memorize", "threads", 1)
     resources:
+        cpus_per_task=job_resource("memorize", "threads", 1),   # sbatch --cpus-per-task on SLURM
         gpu=job_resource("memorize", "gpu"),
         mem_mb=job_resource("memorize", "mem_mb"),
         runtime=job_resource("memorize", "runtime"),

@@ -9,14 +9,17 @@ rule train:
     params:
         args=job_args("train"),
         spec=job_spec("train"),
+        module=lambda w: PLAN["train"][w.key].module,
+        omp=lambda w: max(1, PLAN["train"][w.key].resources["threads"] // PLAN["train"][w.key].processes),
     log:
         "results/logs/train/{key}.log",
     benchmark:
         "results/benchmarks/train/{key}.tsv"
     threads: job_resource("train", "threads", 1)
     resources:
+        cpus_per_task=job_resource("train", "threads", 1),   # sbatch --cpus-per-task on SLURM
         gpu=job_resource("train", "gpu"),
         mem_mb=job_resource("train", "mem_mb"),
         runtime=job_resource("train", "runtime"),
     shell:
-        "OMP_NUM_THREADS={threads} {PY} -m stages.train {params.args} --no-progress > {log} 2>&1"
+        "OMP_NUM_THREADS={params.omp} {PY} -m {params.module} {params.args} --no-progress > {log} 2>&1"
