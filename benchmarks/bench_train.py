@@ -4,6 +4,7 @@ against full fp32.
     python benchmarks/bench_train.py speed --preset ddpmpp-cifar --batch 512 --mode fast
     python benchmarks/bench_train.py speed --preset ddpmpp-cifar --batch 512 --mode fp32
     python benchmarks/bench_train.py curve --preset medium --batch 512 --steps 400 --mode fp32 --seed 0
+    torchrun --standalone --nproc_per_node 2 benchmarks/bench_train.py speed ...   # data parallel, same global batch
 
 `fast` = bf16 autocast + torch.compile + channels-last + fused Adam, data resident on the GPU;
 `fp32` = plain fp32 with TF32 off (the reference). Data: a fixed set of smooth random images
@@ -23,6 +24,7 @@ from diffrepro.loss import DenoisingLoss  # noqa: E402
 from diffrepro.nets import build_network, count_parameters  # noqa: E402
 from diffrepro.precond import EDMPrecond  # noqa: E402
 from diffrepro.sigma_dist import LogNormal  # noqa: E402
+from diffrepro import distributed  # noqa: E402
 from diffrepro.training import TrainConfig, Trainer  # noqa: E402
 
 
@@ -35,14 +37,20 @@ def smooth_images(n, channels, res, seed=0, device="cpu"):
 
 
 def trainer(args, mode, steps, seed):
+    # under torchrun: data parallel over the launched processes, --batch stays the global batch
+    device = distributed.init_from_env() if distributed.launched() else torch.device("cuda")
     torch.manual_seed(seed)
     net = build_network(args.preset, channels=args.channels, img_resolution=args.res)
-    data = smooth_images(args.data_size, args.channels, args.res, device="cuda")
+    data = smooth_images(args.data_size, args.channels, args.res, device=device)
     fast = mode == "fast"
     cfg = TrainConfig(steps=steps, batch_size=args.batch, lr=args.lr, seed=seed, log_every=10,
                       checkpoint_every=10 * max(1, steps // 10) if steps >= 10 else 10,
                       precision="bf16" if fast else "fp32", compile=fast, channels_last=fast)
-    return Trainer(EDMPrecond(net), DenoisingLoss(LogNormal()), data, cfg, device="cuda", progress=False), net
+    return Trainer(EDMPrecond(net), DenoisingLoss(LogNormal()), data, cfg, device=device, progress=False), net
+
+
+def _name(base, tr):
+    return base if tr.world == 1 else f"{base}-x{tr.world}"
 
 
 def speed(args):
@@ -54,7 +62,9 @@ def speed(args):
         for _ in range(args.steps):
             tr.step()
     s_per_kimg = t.seconds / (args.steps * args.batch / 1000)
-    write_result(args.out, f"train-{args.preset}-b{args.batch}-{args.mode}", {
+    if tr.rank:
+        return
+    write_result(args.out, _name(f"train-{args.preset}-b{args.batch}-{args.mode}", tr), {
         "params": count_parameters(net), "batch": args.batch, "steps_timed": args.steps,
         "warmup_steps": args.warmup, "warmup_s": round(warm.seconds, 2), "s_per_kimg": round(s_per_kimg, 4),
         "img_per_s": round(args.steps * args.batch / t.seconds, 1), "peak_memory_gib": peak_memory_gib()})
@@ -65,7 +75,9 @@ def curve(args):
     with Timer() as t:
         tr.run()
     rows = [(r["step"], r["value"]) for r in tr.state.metrics if r["metric"] == "train_loss"]
-    write_result(args.out, f"curve-{args.preset}-b{args.batch}-{args.mode}-s{args.seed}", {
+    if tr.rank:
+        return
+    write_result(args.out, _name(f"curve-{args.preset}-b{args.batch}-{args.mode}-s{args.seed}", tr), {
         "steps": args.steps, "seconds": round(t.seconds, 1), "loss": rows, "peak_memory_gib": peak_memory_gib()})
 
 
