@@ -42,7 +42,7 @@ def test_slurm_dry_run_lists_jobs_with_their_resources(project):
     res = snakemake(project, "--profile", PROFILE, "--config", "profile=small", "--dry-run", "--printshellcmds")
     jobs = _jobs_with_resources(res.stdout + res.stderr)
     trains = {k: v for k, v in jobs.items() if k[0] == "train"}
-    assert len(trains) == 7
+    assert len(trains) == 13
     for r in trains.values():
         assert r["gpu"] == "1" and r["slurm_partition"] == "gpu" and r["mem_mb"] == "16000" and r["runtime"] == "1440"
         assert r["cpus_per_task"] == "2"
