@@ -100,6 +100,10 @@ def analysis_frames(plan, run_provenance: dict) -> list[pd.DataFrame]:
         m = json.loads(Path(paths.memtrace(akey)).read_text())
         for metric, key in (("mem_fraction_ckpt", "fraction_memorized"), ("mem_median_ratio_ckpt", "median_ratio")):
             mem.append(with_run(pd.DataFrame([{"metric": metric, "value": m[key], "step": m["step"]}]), job.spec["run"]))
+        if "fid" in m:
+            mem.append(with_run(pd.DataFrame([{"metric": "fid_ckpt", "value": m["fid"], "step": m["step"],
+                                               "num_samples": m["fid_samples"], "fid_ref_count": m["fid_ref_count"]}]),
+                                job.spec["run"]))
     out.extend(mem)
     for rkey, job in plan["trajectory"].items():
         if not exists(paths.trajectory(rkey)):

@@ -1,5 +1,6 @@
 """Memorization of one training checkpoint (Gu et al. nearest-neighbour criterion): samples drawn from
-the checkpoint's EMA weights with the EDM Heun sampler, compared with the training subset.
+the checkpoint's EMA weights with the EDM Heun sampler, compared with the training subset; with
+--ref, also the FID of the same samples (FID over training, comparable only at equal sample counts).
 
     python -m stages.memtrace --job <run>__step<k> --model results/runs/<run>/model.pt --data results/data/<d> --out mem.json
 """
@@ -16,6 +17,7 @@ def main(argv=None):
     add_params(p)
     add_checkpoint_job(p)
     p.add_argument("--out", required=True, help="JSON summary")
+    p.add_argument("--ref", default=None, help="FID reference statistics (.npz): also report the samples' FID")
     add_device(p)
     args = p.parse_args(argv)
 
@@ -43,6 +45,13 @@ def main(argv=None):
     scores = memorization_scores(samples, train, device=device)
     out = {**scores.summary(), "step": spec["step"], "run": spec["run"], "median_ratio": float(np.median(scores.ratio))}
     log.info("step %d: %d of %d samples memorized", spec["step"], scores.count, scores.n_samples)
+    if args.ref:
+        from diffrepro.metrics.fid import feature_statistics, features_from_array, frechet_distance, load_statistics
+
+        ref = load_statistics(args.ref)
+        mu, sigma = feature_statistics(features_from_array(samples, device=device, progress=False))
+        out.update(fid=frechet_distance(mu, sigma, ref.mu, ref.sigma), fid_ref_count=ref.n, fid_samples=len(samples))
+        log.info("step %d: FID %.4f (%d samples vs %d reference images)", spec["step"], out["fid"], len(samples), ref.n)
     atomic_write_json(args.out, out)
 
 

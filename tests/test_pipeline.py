@@ -44,6 +44,9 @@ def _check_outputs(project, profile="smoke"):
     gap = df[df["metric"] == "gap"]
     assert sorted(gap["step"].unique()) == [100, 200] and gap["sigma"].nunique() == 8
     assert sorted(df.loc[df["metric"] == "mem_fraction_ckpt", "step"]) == [100, 200]
+    fid_ckpt = df[df["metric"] == "fid_ckpt"]       # FID over training, from the same checkpoint samples
+    assert sorted(fid_ckpt["step"]) == [100, 200] and fid_ckpt["value"].between(1, 1000).all()
+    assert (fid_ckpt["num_samples"] == 64).all() and (fid_ckpt["fid_ref_count"] == 200).all()
     assert (df["metric"] == "traj_r_traj").sum() == 18
     assert {"width", "n_train", "step"} <= set(df.loc[df["metric"] == "toy_fraction", "factor"])
     report = (project / f"reports/{profile}/report.md").read_text()

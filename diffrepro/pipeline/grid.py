@@ -303,10 +303,13 @@ def plan(params: dict, profile: str | None = None, params_path: str = "params.ya
                             spec={"run": rkey, "step": step, "sigmas": analysis["sigmas"],
                                   "n_per_set": analysis["n_per_set"], "seed": analysis["seed"]},
                             param_keys=[], resources=gpu_res(8000, 60, threads), log=f"results/logs/gap/{akey}.log")
+                        # image data: the same samples also give the checkpoint's FID (FID over training)
+                        ref = [paths.fidref(fidref_of[dname])] if dname in fidref_of else []
                         jobs["memtrace"][akey] = Job(
-                            "memtrace", akey, common + ["--out", paths.memtrace(akey)],
-                            deps=[paths.model(rkey), paths.dataset(dkey)], outs=[paths.memtrace(akey)],
-                            spec={"run": rkey, "step": step, "num_samples": analysis["memtrace_samples"]},
+                            "memtrace", akey, common + ["--out", paths.memtrace(akey)] + (["--ref", *ref] if ref else []),
+                            deps=[paths.model(rkey), paths.dataset(dkey), *ref], outs=[paths.memtrace(akey)],
+                            spec={"run": rkey, "step": step, "num_samples": analysis["memtrace_samples"],
+                                  "fid_ref": fidref_of.get(dname)},
                             param_keys=[], resources=gpu_res(8000, 60, threads), log=f"results/logs/memtrace/{akey}.log")
                     if exp.get("analysis_steps"):
                         jobs["trajectory"][rkey] = Job(

@@ -193,6 +193,72 @@ def _s2(df):
     return Verdict(value, spread, verdict, rule)
 
 
+def _fid_curves(df: pd.DataFrame) -> pd.DataFrame:
+    """FID at analysed checkpoints (mean over seeds per step) of EDM-preconditioned runs."""
+    return df[(df["metric"] == "fid_ckpt") & (df["precond"] == "edm")]
+
+
+def _curve(g: pd.DataFrame) -> pd.Series:
+    return g.groupby("step")["value"].mean().sort_index()
+
+
+def _samples_note(g: pd.DataFrame) -> str:
+    counts = sorted({int(c) for c in g["num_samples"].dropna()})
+    return f"FID of {', '.join(map(str, counts)) or '?'} samples per checkpoint"
+
+
+@evaluator("S3")
+def _s3(df):
+    f = _fid_curves(df)
+    f = f[(f["sigma_dist"] == "lognormal") & (f["target"] == "none")]
+    sizes = [n for n, g in f.groupby("n_train") if g["mask_ratio"].nunique() >= 2 and (g["mask_ratio"] == 0).any()]
+    if not sizes:
+        return not_run("needs FID at several checkpoints (analysis_steps) of masked and unmasked runs at one small N")
+    n = min(sizes)
+    g = f[f["n_train"] == n]
+    late = {}
+    for eta, r in g.groupby("mask_ratio"):
+        c = _curve(r)
+        late[eta] = (c.iloc[-1] / c.min() - 1, c)          # how far the last checkpoint is above the best one
+    value = f"N={n}: " + "; ".join(f"eta={eta:g}: FID {c.iloc[0]:.3g} -> min {c.min():.3g} -> last {c.iloc[-1]:.3g}"
+                                   for eta, (_, c) in sorted(late.items()))
+    spread = f"{g['seed'].nunique()} seed(s) per run; {_samples_note(g)}"
+    worse = {eta: w > 0.10 for eta, (w, _) in late.items()}
+    if not worse[0.0]:
+        return Verdict(value, spread, "inconclusive", "the baseline's FID does not worsen late (last within 10% of its "
+                       "best checkpoint): no instability to avoid at this N and training length")
+    verdict = "agrees" if not any(w for eta, w in worse.items() if eta > 0) else "disagrees"
+    return Verdict(value, spread, verdict, "worsens late = last checkpoint's FID > 1.1 x the best checkpoint's")
+
+
+@evaluator("I1")
+def _i1(df):
+    f = _fid_curves(df)
+    f = f[(f["mask_ratio"] == 0) & (f["target"] == "none")]
+    for (ds, n, tr), g in f.groupby(["dataset", "n_train", "training"]):
+        base, info = g[g["sigma_dist"] == "lognormal"], g[g["sigma_dist"] == "infonoise"]
+        if base.empty or info.empty:
+            continue
+        b, i = _curve(base), _curve(info)
+        target = b.iloc[-1]
+
+        def first(c):
+            hit = c.index[c.values <= target]
+            return int(hit[0]) if len(hit) else None
+        sb, si = first(b), first(i)
+        value = (f"{ds} N={n}: baseline reaches its final FID {target:.3g} at step {sb}; "
+                 f"InfoNoise {'at step ' + str(si) if si is not None else 'not within ' + str(int(i.index[-1])) + ' steps'}")
+        spread = f"{g['seed'].nunique()} seed(s); {_samples_note(g)}; checkpoints {', '.join(str(int(s)) for s in b.index)}"
+        if si is None:
+            return Verdict(value, spread, "disagrees", "InfoNoise never reached the baseline's final FID")
+        ratio = si / sb
+        verdict = "agrees" if ratio < 1 else ("inconclusive" if ratio == 1 else "disagrees")
+        return Verdict(f"{value}; ratio {ratio:.2f}", spread, verdict,
+                       "steps to reach the baseline's FID at its last analysed checkpoint, at checkpoint resolution"
+                       + (" (same checkpoint: finer analysis_steps needed)" if ratio == 1 else ""))
+    return not_run("needs FID at several checkpoints (analysis_steps) of an InfoNoise run and its EDM baseline")
+
+
 @evaluator("T1")
 def _t1(df):
     d = df[(df["metric"] == "stf_trace_ratio") & (df["ref_batch"] > 1)]

@@ -145,6 +145,21 @@ def gap_curves(df: pd.DataFrame, path) -> bool:
     return True
 
 
+def fid_vs_steps(df: pd.DataFrame, path) -> bool:
+    d = df[df["metric"] == "fid_ckpt"]
+    if d.empty:
+        return False
+    fig, ax = plt.subplots(figsize=(4.8, 3.4))
+    for run, g in d.groupby("run"):
+        g = g.sort_values("step")
+        ax.plot(g["step"], g["value"], marker="o", label=f"{g['dataset'].iloc[0]} N={g['n_train'].iloc[0]} "
+                                                          f"{g['method'].iloc[0]} s{g['seed'].iloc[0]}")
+    ax.set(xlabel="training step", ylabel=f"FID ({int(d['num_samples'].max())} samples)", yscale="log")
+    ax.legend(fontsize=6)
+    _save(fig, path)
+    return True
+
+
 def memorization_vs_steps(df: pd.DataFrame, path) -> bool:
     d = df[df["metric"] == "mem_fraction_ckpt"]
     if d.empty:
@@ -185,6 +200,8 @@ FIGURES = {
     "gap_curves.png": (gap_curves, "Generalization gap per noise level (held-out minus training denoising MSE, "
                                    "same noise draws) at each analysed checkpoint; thick: last."),
     "memorization_vs_steps.png": (memorization_vs_steps, "Memorization over training (samples from each checkpoint)."),
+    "fid_vs_steps.png": (fid_vs_steps, "FID over training: samples from each analysed checkpoint (comparable only "
+                                       "among themselves: fewer samples than the final FID)."),
     "trajectory_distances.png": (trajectory_distances, "Distance to the nearest training point relative to "
                                                        "sigma*sqrt(d): sampler trajectories vs noised training points."),
     "infonoise_profile.png": (infonoise_profile, "InfoNoise: estimated allocation and training sigma density "
