@@ -10,6 +10,13 @@ import pandas as pd  # noqa: E402
 from ..io import atomic_savefig  # noqa: E402
 
 
+def _run_label(g: pd.DataFrame, with_data=True) -> str:
+    """`fmnist N=500 edm s0` for the rows of one run (integer columns may arrive as floats)."""
+    first = g.iloc[0]
+    label = f"{first['method']} s{int(first['seed'])}"
+    return f"{first['dataset']} N={int(first['n_train'])} {label}" if with_data else label
+
+
 def _save(fig, path):
     fig.tight_layout()
     atomic_savefig(path, fig, dpi=120)
@@ -24,7 +31,7 @@ def loss_curves(df: pd.DataFrame, path) -> bool:
     fig, axes = plt.subplots(1, len(groups), figsize=(4.5 * len(groups), 3.4), squeeze=False)
     for ax, ((ds, n), g) in zip(axes[0], groups):
         for run, r in g.groupby("run"):
-            label = f"{r['method'].iloc[0]} s{r['seed'].iloc[0]}"
+            label = _run_label(r, with_data=False)
             ax.plot(r["step"], r["value"], label=label, lw=1.2)
         ax.set(title=f"{ds}, N={n}", xlabel="step", ylabel="training loss (weighted)")
         ax.set_yscale("log")
@@ -44,7 +51,7 @@ def sigma_profile(df: pd.DataFrame, path) -> bool:
     for ax, ((ds, n), g) in zip(axes[0], groups):
         for run, r in g.groupby("run"):
             r = r.sort_values("sigma")
-            ax.plot(r["sigma"], r["value"], marker="o", ms=3, lw=1, label=f"{r['method'].iloc[0]} s{r['seed'].iloc[0]}")
+            ax.plot(r["sigma"], r["value"], marker="o", ms=3, lw=1, label=_run_label(r, with_data=False))
         ax.set(xscale="log", yscale="log", title=f"{ds}, N={n}", xlabel="sigma", ylabel="MSE per dim (last log window)")
         ax.legend(fontsize=7)
     _save(fig, path)
@@ -137,7 +144,7 @@ def gap_curves(df: pd.DataFrame, path) -> bool:
                 rs = rs.sort_values("sigma")
                 last = step == r["step"].max()
                 ax.plot(rs["sigma"], rs["value"], lw=1.6 if last else 0.8, alpha=1 if last else 0.5,
-                        label=f"{r['method'].iloc[0]} s{r['seed'].iloc[0]} step {step}")
+                        label=f"{_run_label(r, with_data=False)} step {step}")
         ax.axhline(0, color="k", lw=0.5)
         ax.set(xscale="log", xlabel="sigma", ylabel="held-out minus training MSE per dim", title=f"{ds}, N={n}")
         ax.legend(fontsize=6)
@@ -152,8 +159,7 @@ def fid_vs_steps(df: pd.DataFrame, path) -> bool:
     fig, ax = plt.subplots(figsize=(4.8, 3.4))
     for run, g in d.groupby("run"):
         g = g.sort_values("step")
-        ax.plot(g["step"], g["value"], marker="o", label=f"{g['dataset'].iloc[0]} N={g['n_train'].iloc[0]} "
-                                                          f"{g['method'].iloc[0]} s{g['seed'].iloc[0]}")
+        ax.plot(g["step"], g["value"], marker="o", label=_run_label(g))
     ax.set(xlabel="training step", ylabel=f"FID ({int(d['num_samples'].max())} samples)", yscale="log")
     ax.legend(fontsize=6)
     _save(fig, path)
@@ -167,8 +173,7 @@ def memorization_vs_steps(df: pd.DataFrame, path) -> bool:
     fig, ax = plt.subplots(figsize=(4.8, 3.4))
     for run, g in d.groupby("run"):
         g = g.sort_values("step")
-        ax.plot(g["step"], g["value"], marker="o", label=f"{g['dataset'].iloc[0]} N={g['n_train'].iloc[0]} "
-                                                          f"{g['method'].iloc[0]} s{g['seed'].iloc[0]}")
+        ax.plot(g["step"], g["value"], marker="o", label=_run_label(g))
     ax.set(xlabel="training step", ylabel="fraction memorized (d1/d2 < 1/3)")
     ax.legend(fontsize=6)
     _save(fig, path)
