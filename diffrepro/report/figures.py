@@ -152,32 +152,27 @@ def gap_curves(df: pd.DataFrame, path) -> bool:
     return True
 
 
-def fid_vs_steps(df: pd.DataFrame, path) -> bool:
-    d = df[df["metric"] == "fid_ckpt"]
+def _over_steps(df: pd.DataFrame, metric: str, path, ylabel, **axes) -> bool:
+    """One line per run: a per-checkpoint metric against the training step."""
+    d = df[df["metric"] == metric]
     if d.empty:
         return False
     fig, ax = plt.subplots(figsize=(4.8, 3.4))
     for run, g in d.groupby("run"):
         g = g.sort_values("step")
         ax.plot(g["step"], g["value"], marker="o", label=_run_label(g))
-    ax.set(xlabel="training step", ylabel=f"FID ({int(d['num_samples'].max())} samples)", yscale="log")
+    ax.set(xlabel="training step", ylabel=ylabel(d) if callable(ylabel) else ylabel, **axes)
     ax.legend(fontsize=6)
     _save(fig, path)
     return True
+
+
+def fid_vs_steps(df: pd.DataFrame, path) -> bool:
+    return _over_steps(df, "fid_ckpt", path, lambda d: f"FID ({int(d['num_samples'].max())} samples)", yscale="log")
 
 
 def memorization_vs_steps(df: pd.DataFrame, path) -> bool:
-    d = df[df["metric"] == "mem_fraction_ckpt"]
-    if d.empty:
-        return False
-    fig, ax = plt.subplots(figsize=(4.8, 3.4))
-    for run, g in d.groupby("run"):
-        g = g.sort_values("step")
-        ax.plot(g["step"], g["value"], marker="o", label=_run_label(g))
-    ax.set(xlabel="training step", ylabel="fraction memorized (d1/d2 < 1/3)")
-    ax.legend(fontsize=6)
-    _save(fig, path)
-    return True
+    return _over_steps(df, "mem_fraction_ckpt", path, "fraction memorized (d1/d2 < 1/3)")
 
 
 def trajectory_distances(df: pd.DataFrame, path) -> bool:
