@@ -1,10 +1,12 @@
 """Atomic writes: every artifact is written to a temporary file in the same folder and renamed,
-so a crash or kill never leaves a half-written output behind."""
+so a crash or kill never leaves a half-written output behind. A SIGKILL between writing and renaming
+can leave the hidden temporary itself; `remove_stale_temporaries` clears those when a job restarts."""
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -29,6 +31,22 @@ def atomic_path(path, suffix=""):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+# what atomic_path's mkstemp creates: .<name>.<8 random characters><suffix>
+_TEMPORARY = re.compile(r"^\..+\.[A-Za-z0-9_]{8}(\.[A-Za-z0-9]+)?$")
+
+
+def remove_stale_temporaries(folder) -> list:
+    """Delete temporaries that a killed writer left under `folder` (only one job may write there)."""
+    removed = []
+    folder = Path(folder)
+    if folder.is_dir():
+        for p in folder.rglob(".*"):
+            if p.is_file() and _TEMPORARY.match(p.name):
+                p.unlink(missing_ok=True)
+                removed.append(p)
+    return removed
 
 
 def atomic_torch_save(obj, path):

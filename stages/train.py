@@ -87,6 +87,10 @@ def main(argv=None):
     ds = load_dataset(args.data)
     data = ds.train_float()
     out = Path(args.out)
+    if main_rank:      # a killed earlier attempt may have left a temporary between write and rename
+        from diffrepro.io import remove_stale_temporaries
+        for p in remove_stale_temporaries(out):
+            log.info("removed %s, left by an interrupted write", p)
 
     training, method, seed = spec["training"], spec["method"], spec["seed"]
     cfg = train_config(training, seed, args.fp32)
