@@ -76,6 +76,11 @@ def batch_indices(step: int, batch_size: int, n: int, seed: int, _cache={}) -> t
     return out
 
 
+
+def snapshot_file(ckpt_dir, step: int) -> Path:
+    """Where a run keeps the EMA weights of the checkpoint at `step`."""
+    return Path(ckpt_dir) / "snapshots" / f"step-{step:08d}.pt"
+
 class Trainer:
     def __init__(self, denoiser: Preconditioning, loss_fn: DenoisingLoss, data: torch.Tensor,
                  cfg: TrainConfig, ckpt_dir: Optional[os.PathLike] = None, labels: Optional[torch.Tensor] = None,
@@ -155,7 +160,7 @@ class Trainer:
         if self.rank != 0:          # every rank holds the same weights; rank 0 writes, the others wait
             distributed.barrier()
             return
-        snap = self.ckpt_dir / "snapshots" / f"step-{self.state.step:08d}.pt"
+        snap = snapshot_file(self.ckpt_dir, self.state.step)
         atomic_torch_save({"ema": self.ema.state_dict(), "step": self.state.step, "nimg": self.state.nimg}, snap)
         atomic_torch_save(self.state_dict(), self.resume_path())
         if self.on_checkpoint is not None:

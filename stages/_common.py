@@ -32,11 +32,27 @@ def add_checkpoint_job(p: argparse.ArgumentParser):
 
 def snapshot_path(model: str, step: int) -> Path:
     """The EMA snapshot a run saved at `step`; a clear error if that step was never saved."""
-    snap = Path(model).parent / "ckpt" / "snapshots" / f"step-{step:08d}.pt"
+    from diffrepro.training import snapshot_file
+
+    snap = snapshot_file(Path(model).parent / "ckpt", step)
     if not snap.exists():
         raise FileNotFoundError(f"checkpoint {snap} not found: analysis steps must be multiples of the run's "
                                 f"checkpoint_every")
     return snap
+
+
+def load_checkpoint_job(args, stage: str):
+    """(spec, device, denoiser with the analysed checkpoint's EMA weights, model record) of a
+    per-checkpoint analysis job (add_checkpoint_job's arguments)."""
+    from diffrepro.device import pick_device
+    from diffrepro.models import load_model
+    from diffrepro.pipeline.grid import find_job
+    from diffrepro.pipeline.params import load_params
+
+    spec = find_job(load_params(args.params), stage, args.job, args.params).spec
+    device = pick_device(args.device)
+    D, rec = load_model(args.model, device, snapshot=snapshot_path(args.model, spec["step"]))
+    return spec, device, D, rec
 
 
 def main_guard(main):

@@ -6,7 +6,7 @@ both sets and for every checkpoint), gap = held-out minus training.
 """
 from __future__ import annotations
 
-from stages._common import add_checkpoint_job, add_device, add_params, log, main_guard, parser, snapshot_path
+from stages._common import add_checkpoint_job, add_device, add_params, load_checkpoint_job, log, main_guard, parser
 
 
 def main(argv=None):
@@ -18,16 +18,10 @@ def main(argv=None):
     args = p.parse_args(argv)
 
     from diffrepro.data import load_dataset
-    from diffrepro.device import pick_device
     from diffrepro.io import atomic_write_parquet
     from diffrepro.metrics.generalization import denoising_errors, sigma_grid, summarize_gap
-    from diffrepro.models import load_model
-    from diffrepro.pipeline.grid import find_job
-    from diffrepro.pipeline.params import load_params
 
-    spec = find_job(load_params(args.params), "gap", args.job, args.params).spec
-    device = pick_device(args.device)
-    D, _ = load_model(args.model, device, snapshot=snapshot_path(args.model, spec["step"]))
+    spec, device, D, _ = load_checkpoint_job(args, "gap")
     ds = load_dataset(args.data)
     df = denoising_errors(D, ds.train_float(), ds.heldout_float(), sigma_grid(spec["sigmas"]),
                           n_per_set=spec["n_per_set"], seed=spec["seed"], device=device)

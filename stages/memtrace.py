@@ -7,9 +7,8 @@ the checkpoint's EMA weights with the EDM Heun sampler, compared with the traini
 from __future__ import annotations
 
 import numpy as np
-import torch
 
-from stages._common import add_checkpoint_job, add_device, add_params, log, main_guard, parser, snapshot_path
+from stages._common import add_checkpoint_job, add_device, add_params, load_checkpoint_job, log, main_guard, parser
 
 
 def main(argv=None):
@@ -22,35 +21,24 @@ def main(argv=None):
     args = p.parse_args(argv)
 
     from diffrepro.data import load_dataset
-    from diffrepro.device import pick_device
     from diffrepro.io import atomic_write_json
     from diffrepro.metrics.memorization import memorization_scores
-    from diffrepro.models import load_model
-    from diffrepro.pipeline.grid import find_job
-    from diffrepro.pipeline.params import load_params
-    from diffrepro.samplers import generate, to_uint8
+    from stages.sample import draw
 
-    spec = find_job(load_params(args.params), "memtrace", args.job, args.params).spec
-    device = pick_device(args.device)
-    D, rec = load_model(args.model, device, snapshot=snapshot_path(args.model, spec["step"]))
-    shape = tuple(rec["data_shape"])
-    chunks = []
-    for start in range(0, spec["num_samples"], 500):
-        seeds = list(range(start, min(start + 500, spec["num_samples"])))
-        with torch.no_grad():
-            x = generate(D, shape, seeds, device=device, sampler="heun", num_steps=18).samples
-        chunks.append(to_uint8(x) if len(shape) == 3 else x.float().cpu().numpy())
-    samples = np.concatenate(chunks)
+    spec, device, D, rec = load_checkpoint_job(args, "memtrace")
+    n = spec["num_samples"]
+    samples, _ = draw(D, tuple(rec["data_shape"]), n, {"sampler": "heun", "num_steps": 18}, device,
+                      batch_size=min(n, 500), progress=False)
     train = load_dataset(args.data).train
     scores = memorization_scores(samples, train, device=device)
     out = {**scores.summary(), "step": spec["step"], "run": spec["run"], "median_ratio": float(np.median(scores.ratio))}
     log.info("step %d: %d of %d samples memorized", spec["step"], scores.count, scores.n_samples)
     if args.ref:
-        from diffrepro.metrics.fid import feature_statistics, features_from_array, frechet_distance, load_statistics
+        from diffrepro.metrics.fid import fid_from_arrays, load_statistics
 
         ref = load_statistics(args.ref)
-        mu, sigma = feature_statistics(features_from_array(samples, device=device, progress=False))
-        out.update(fid=frechet_distance(mu, sigma, ref.mu, ref.sigma), fid_ref_count=ref.n, fid_samples=len(samples))
+        out.update(fid=fid_from_arrays(samples, ref, device=device, progress=False), fid_ref_count=ref.n,
+                   fid_samples=len(samples))
         log.info("step %d: FID %.4f (%d samples vs %d reference images)", spec["step"], out["fid"], len(samples), ref.n)
     atomic_write_json(args.out, out)
 

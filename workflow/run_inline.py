@@ -49,8 +49,7 @@ def main(argv=None):
     wanted = [s for s in STAGES if s in set(args.stages.split(","))]
     jobs = [j for s in wanted for j in pl[s].values()]
     # Jobs come in dependency order; freshness is decided when a job's turn comes, after its inputs ran.
-    print(f"profile {pl.profile}: {len(jobs)} jobs, "
-          f"{sum(not up_to_date(j) for j in jobs)} out of date before any runs", file=sys.stderr)
+    print(f"profile {pl.profile}: {len(jobs)} jobs", file=sys.stderr)
     ran = 0
     for i, job in enumerate(jobs, 1):
         if not args.force and up_to_date(job):

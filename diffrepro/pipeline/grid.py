@@ -63,10 +63,6 @@ class paths:
         return f"results/runs/{key}/train_metrics.parquet"
 
     @staticmethod
-    def checkpoints(key):
-        return f"results/runs/{key}/ckpt"
-
-    @staticmethod
     def eval_dir(key):
         return f"results/evals/{key}"
 
