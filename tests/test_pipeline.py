@@ -244,9 +244,10 @@ def test_sigkill_then_rerun_resumes_and_matches_uninterrupted(toy_project):
     assert full.wait(timeout=600) == 0, full.stderr.read()
 
     victim = _train(project, job, "results/killed")
-    snap = project / "results/killed/ckpt/snapshots/step-00000300.pt"
+    # kill once the first checkpoint is complete: its resume state is written after its EMA snapshot
+    resume = project / "results/killed/ckpt/resume.pt"
     deadline = time.time() + 300
-    while not snap.exists() and time.time() < deadline and victim.poll() is None:
+    while not resume.exists() and time.time() < deadline and victim.poll() is None:
         time.sleep(0.02)
     victim.send_signal(signal.SIGKILL)
     victim.wait()
