@@ -38,7 +38,7 @@ def denoiser(args, mode):
         D, shape = EDMPrecond(net).cuda().eval().requires_grad_(False), (3, 32, 32)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = mode == "fast"
     if mode == "fast":
-        make_fast(D, "bf16", compile=True)
+        make_fast(D, "bf16", compile=True, compile_mode=args.compile_mode)
     return D, shape
 
 
@@ -58,7 +58,8 @@ def speed(args):
         draw(D, shape, args.batch, args.batch, args.steps)
     with Timer() as t:
         x = draw(D, shape, args.num, args.batch, args.steps)
-    write_result(args.out, f"sample-{args.preset}-{args.mode}-n{args.num}", {
+    tag = f"-{args.compile_mode}" if args.mode == "fast" and args.compile_mode else ""
+    write_result(args.out, f"sample-{args.preset}-{args.mode}{tag}-n{args.num}-b{args.batch}", {
         "num_samples": args.num, "batch": args.batch, "nfe": 2 * args.steps - 1, "first_batch_s": round(warm.seconds, 1),
         "seconds": round(t.seconds, 1), "img_per_s": round(args.num / t.seconds, 1),
         "seconds_incl_first_batch": round(t.seconds + warm.seconds, 1), "peak_memory_gib": peak_memory_gib(),
@@ -89,6 +90,7 @@ if __name__ == "__main__":
     ap.add_argument("--batch", type=int, default=2500)
     ap.add_argument("--steps", type=int, default=18)
     ap.add_argument("--mode", choices=["fast", "fp32"], default="fast")
+    ap.add_argument("--compile-mode", default=None, help="torch.compile mode of the fast path, e.g. max-autotune-no-cudagraphs")
     ap.add_argument("--save", default=None, help="compare: write both sample sets to this .npz")
     ap.add_argument("--out", default="benchmarks/results/gpu.json")
     a = ap.parse_args()

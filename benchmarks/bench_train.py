@@ -4,10 +4,13 @@ against full fp32.
     python benchmarks/bench_train.py speed --preset ddpmpp-cifar --batch 512 --mode fast
     python benchmarks/bench_train.py speed --preset ddpmpp-cifar --batch 512 --mode fp32
     python benchmarks/bench_train.py curve --preset medium --batch 512 --steps 400 --mode fp32 --seed 0
+    python benchmarks/bench_train.py profile --preset ddpmpp-cifar --batch 512 --mode fast --steps 10
     torchrun --standalone --nproc_per_node 2 benchmarks/bench_train.py speed ...   # data parallel, same global batch
 
 `fast` = bf16 autocast + torch.compile + channels-last + fused Adam, data resident on the GPU;
-`fp32` = plain fp32 with TF32 off (the reference). Data: a fixed set of smooth random images
+`bf16` = bf16 autocast without compilation (the `small-gpu` training setting); `fp32` = plain fp32 with
+TF32 off (the reference). `profile` times the GPU kernels of a few steps with torch.profiler: the share
+of the step the GPU is busy, and where that time goes. Data: a fixed set of smooth random images
 (throughput does not depend on the pixels; the curves compare modes on identical data).
 """
 from __future__ import annotations
@@ -45,7 +48,7 @@ def trainer(args, mode, steps, seed):
     fast = mode == "fast"
     cfg = TrainConfig(steps=steps, batch_size=args.batch, lr=args.lr, seed=seed, log_every=10,
                       checkpoint_every=10 * max(1, steps // 10) if steps >= 10 else 10,
-                      precision="bf16" if fast else "fp32", compile=fast, channels_last=fast)
+                      precision="fp32" if mode == "fp32" else "bf16", compile=fast, channels_last=fast)
     return Trainer(EDMPrecond(net), DenoisingLoss(LogNormal()), data, cfg, device=device, progress=False), net
 
 
@@ -70,6 +73,47 @@ def speed(args):
         "img_per_s": round(args.steps * args.batch / t.seconds, 1), "peak_memory_gib": peak_memory_gib()})
 
 
+KERNEL_KINDS = [("conv", ("conv", "cudnn", "implicit_gemm", "xmma", "sm90_xmma", "fprop", "dgrad", "wgrad")),
+                ("matmul", ("gemm", "cutlass", "matmul", "nvjet")),
+                ("attention", ("flash", "fmha", "attention", "efficient")),
+                ("norm", ("group_norm", "groupnorm", "layer_norm", "native_batch_norm")),
+                ("optimizer/EMA", ("adam", "foreach", "multi_tensor", "lerp")),
+                ("copy/convert", ("copy", "convert", "cat", "memcpy", "memset", "fill"))]
+
+
+def _kind(name: str) -> str:
+    low = name.lower()
+    for kind, keys in KERNEL_KINDS:
+        if any(k in low for k in keys):
+            return kind
+    return "fused/elementwise (triton, other)" if "triton" in low else "other"
+
+
+def profile(args):
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+    tr, net = trainer(args, args.mode, args.warmup + args.steps, 0)
+    for _ in range(args.warmup):
+        tr.step()
+    with Timer() as t, torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(args.steps):
+            tr.step()
+        torch.cuda.synchronize()
+    kernels = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
+    busy_us = sum(e.self_device_time_total for e in kernels)
+    launches = sum(e.count for e in kernels)
+    by_kind = {}
+    for e in kernels:
+        by_kind[_kind(e.key)] = by_kind.get(_kind(e.key), 0.0) + e.self_device_time_total
+    top = sorted(kernels, key=lambda e: -e.self_device_time_total)[:20]
+    ms = lambda us: round(us / 1000 / args.steps, 3)   # noqa: E731  per step
+    write_result(args.out, f"profile-{args.preset}-b{args.batch}-{args.mode}", {
+        "params": count_parameters(net), "steps": args.steps, "step_ms": round(t.seconds * 1000 / args.steps, 2),
+        "gpu_busy_ms_per_step": ms(busy_us), "gpu_busy_fraction": round(busy_us / 1e6 / t.seconds, 3),
+        "kernel_launches_per_step": round(launches / args.steps, 1),
+        "ms_per_step_by_kind": {k: ms(v) for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1])},
+        "top_kernels_ms_per_step": [[e.key[:120], ms(e.self_device_time_total), e.count // args.steps] for e in top]})
+
+
 def curve(args):
     tr, _ = trainer(args, args.mode, args.steps, args.seed)
     with Timer() as t:
@@ -83,12 +127,12 @@ def curve(args):
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["speed", "curve"])
+    ap.add_argument("what", choices=["speed", "curve", "profile"])
     ap.add_argument("--preset", default="ddpmpp-cifar")
     ap.add_argument("--batch", type=int, default=512)
     ap.add_argument("--res", type=int, default=32)
     ap.add_argument("--channels", type=int, default=3)
-    ap.add_argument("--mode", choices=["fast", "fp32"], default="fast")
+    ap.add_argument("--mode", choices=["fast", "bf16", "fp32"], default="fast")
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--warmup", type=int, default=15)
     ap.add_argument("--lr", type=float, default=2e-4)
@@ -96,4 +140,4 @@ if __name__ == "__main__":
     ap.add_argument("--data-size", type=int, default=10000)
     ap.add_argument("--out", default="benchmarks/results/gpu.json")
     a = ap.parse_args()
-    speed(a) if a.what == "speed" else curve(a)
+    {"speed": speed, "curve": curve, "profile": profile}[a.what](a)

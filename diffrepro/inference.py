@@ -21,8 +21,10 @@ class AutocastNet(nn.Module):
         return out.float()
 
 
-def make_fast(denoiser, precision: str = "bf16", compile: bool = True, channels_last: bool = True):
-    """Modify `denoiser` (a Preconditioning, weights already loaded) in place for fast sampling."""
+def make_fast(denoiser, precision: str = "bf16", compile: bool = True, channels_last: bool = True,
+              compile_mode: str | None = None):
+    """Modify `denoiser` (a Preconditioning, weights already loaded) in place for fast sampling.
+    `compile_mode` is torch.compile's mode (e.g. "max-autotune-no-cudagraphs"); None is its default."""
     net = denoiser.net
     torch.backends.cudnn.benchmark = True   # every batch has the same shape
     if channels_last:
@@ -30,6 +32,6 @@ def make_fast(denoiser, precision: str = "bf16", compile: bool = True, channels_
     if precision == "bf16":
         net = AutocastNet(net, torch.bfloat16, channels_last)
     if compile:
-        net = torch.compile(net)
+        net = torch.compile(net, mode=compile_mode)
     denoiser.net = net
     return denoiser

@@ -1,6 +1,7 @@
 """Provenance recorded next to every result: code version, environment, device."""
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 from pathlib import Path
@@ -13,6 +14,9 @@ _ROOT = Path(__file__).resolve().parents[1]
 
 
 def git_commit() -> str:
+    """HEAD's hash (with -dirty for uncommitted changes); $DIFFREPRO_GIT_COMMIT names it for copies without .git."""
+    if os.environ.get("DIFFREPRO_GIT_COMMIT"):
+        return os.environ["DIFFREPRO_GIT_COMMIT"]
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=_ROOT, capture_output=True, text=True, timeout=10)
         if out.returncode != 0:
