@@ -307,3 +307,39 @@ def test_process_pool_resize_equals_serial_resize():
     want = clean_resize(imgs, workers=1).transpose(0, 3, 1, 2)
     assert got.shape == (23, 3, 299, 299)
     assert np.array_equal(got.numpy(), want)
+
+
+# --- the same resize in torch (what runs on a GPU) --------------------------------------------------------------
+
+@pytest.mark.parametrize("shape", [(6, 32, 32, 3), (5, 28, 20, 1), (3, 64, 48, 3), (2, 320, 400, 3), (2, 299, 299, 1)])
+def test_torch_resize_is_bit_identical_to_cleanfid(shape):
+    """Upscaling (32x32, 28x20), shrinking (320x400: widened kernel), and the identity size."""
+    from diffrepro.metrics.clean_resize import clean_resize_torch
+
+    rng = np.random.default_rng(sum(shape))
+    imgs = rng.integers(0, 256, shape, dtype=np.uint8)
+    imgs[0] = 255                      # overshoot at the range end, clipped
+    resize = build_resizer("clean")
+    rgb = imgs if shape[-1] == 3 else np.repeat(imgs, 3, axis=-1)      # what PIL .convert('RGB') gives
+    want = np.stack([resize(im) for im in rgb])
+    got = clean_resize_torch(torch.from_numpy(imgs).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).numpy()
+    assert got.dtype == np.float32
+    assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
+def test_torch_resize_rejects_float_and_channels_last():
+    from diffrepro.metrics.clean_resize import clean_resize_torch
+
+    with pytest.raises(ValueError, match="uint8"):
+        clean_resize_torch(torch.zeros(2, 3, 8, 8))
+    with pytest.raises(ValueError, match="N, 1\\|3, H, W"):
+        clean_resize_torch(torch.zeros(2, 8, 8, 3, dtype=torch.uint8))
+
+
+def test_features_with_torch_resize_equal_pil_resize(small_sets):
+    for name, (images, _) in small_sets.items():
+        pil = fid.features_from_array(images, batch_size=4, workers=1, progress=False, resize="pil")
+        tor = fid.features_from_array(images, batch_size=4, progress=False, resize="torch")
+        np.testing.assert_array_equal(tor, pil, err_msg=name)
+    with pytest.raises(ValueError, match="resize"):
+        fid.features_from_array(images, progress=False, resize="bilinear")

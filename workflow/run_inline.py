@@ -1,6 +1,6 @@
 """Run a profile's jobs in one Python process, in dependency order, without an orchestrator.
 
-    python -m workflow.run_inline --profile small [--stages prepare,train] [--force] [--jobs N]
+    python -m workflow.run_inline --profile small [--stages prepare,train] [--match REGEX] [--force] [--jobs N]
 
 The same plan and the same stage commands as the Snakefile and dvc.yaml, for machines where neither
 is installed or where per-job process start-up (CUDA initialisation, imports) would dominate short
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import subprocess
 import sys
 import time
@@ -49,6 +50,8 @@ def main(argv=None):
     ap.add_argument("--profile", default=None, help="default: the profile named in params.yaml")
     ap.add_argument("--stages", default=",".join(STAGES), help="comma-separated subset of stages, in plan order")
     ap.add_argument("--force", action="store_true", help="rerun jobs whose outputs are up to date")
+    ap.add_argument("--match", default=None, metavar="REGEX",
+                    help="only jobs whose key matches this regular expression (e.g. 'mem-' for one training setting)")
     ap.add_argument("--jobs", type=int, default=1, help="jobs to run at once, each in its own process (default 1)")
     args = ap.parse_args(argv)
     if args.jobs < 1:
@@ -57,6 +60,8 @@ def main(argv=None):
     pl = plan(load_params(args.params), args.profile, args.params)
     wanted = [s for s in STAGES if s in set(args.stages.split(","))]
     jobs = [j for s in wanted for j in pl[s].values()]
+    if args.match:
+        jobs = [j for j in jobs if re.search(args.match, j.key)]
     # Jobs come in dependency order; freshness is decided when a job's turn comes, after its inputs ran.
     print(f"profile {pl.profile}: {len(jobs)} jobs", file=sys.stderr)
     if args.jobs > 1:

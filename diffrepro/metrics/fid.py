@@ -312,11 +312,12 @@ def _process_batches(images, batch_size, processes, pin):
 
 
 def features_from_array(images, device="cpu", batch_size: int = 64, workers: int | None = None,
-                        mode: str = "clean", weights=None, progress: bool = True) -> np.ndarray:
+                        mode: str = "clean", weights=None, progress: bool = True, resize: str = "auto") -> np.ndarray:
     """Inception features (N, 2048) float32 of uint8 images (N, H, W[, C]) in clean-fid's `clean` mode.
-    The resize runs on `workers` CPU cores, overlapped with the network: threads on small machines,
-    worker processes when there are more than 4 (and enough images to keep them busy); features stay
-    on `device` until the end (one copy to the host)."""
+    resize="torch" (the default on a GPU) resizes each batch on `device` with clean_resize_torch, bit-identical
+    to PIL; resize="pil" (the default on CPU) runs PIL on `workers` CPU cores, overlapped with the network:
+    threads on small machines, worker processes when there are more than 4 (and enough images to keep them
+    busy). Features stay on `device` until the end (one copy to the host)."""
     if mode not in MODES:
         raise ValueError(f"mode {mode!r} not offered (only {MODES}): the available Inception file cannot do "
                          "clean-fid's legacy_tensorflow inside-resize")
@@ -325,6 +326,18 @@ def features_from_array(images, device="cpu", batch_size: int = 64, workers: int
     images = _as_nhwc(images)
     net = InceptionFeatures(weights, device, batch_size)
     feats = torch.empty((len(images), FEATURE_DIM), dtype=torch.float32, device=net.device)
+    if resize == "auto":
+        resize = "torch" if net.device.type == "cuda" else "pil"
+    if resize not in ("torch", "pil"):
+        raise ValueError(f"resize must be 'auto', 'torch' or 'pil', got {resize!r}")
+    if resize == "torch":
+        from diffrepro.metrics.clean_resize import clean_resize_torch
+        with tqdm(total=len(images), unit="img", desc="FID features", disable=not progress) as bar:
+            for start in range(0, len(images), net.batch_size):
+                chunk = np.ascontiguousarray(images[start:start + net.batch_size].transpose(0, 3, 1, 2))
+                feats[start:start + len(chunk)] = net(clean_resize_torch(torch.from_numpy(chunk).to(net.device)))
+                bar.update(len(chunk))
+        return feats.cpu().numpy()
     workers = _default_workers() if workers is None else int(workers)
     if workers > 4 and len(images) >= 8 * batch_size:
         with tqdm(total=len(images), unit="img", desc="FID features", disable=not progress) as bar:
@@ -409,7 +422,7 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
 
 
 def fid_from_arrays(samples, ref_stats, device="cpu", batch_size: int = 64, workers: int | None = None,
-                    mode: str = "clean", weights=None, progress: bool = True) -> float:
+                    mode: str = "clean", weights=None, progress: bool = True, resize: str = "auto") -> float:
     """FID of uint8 samples (N, H, W[, C]) against reference statistics: an FIDStats, a (mu, sigma) pair or
     a path written by save_statistics. FID depends on N: compare only at equal sample and reference counts."""
     if isinstance(ref_stats, (str, os.PathLike)):
@@ -420,6 +433,6 @@ def fid_from_arrays(samples, ref_stats, device="cpu", batch_size: int = 64, work
             if got is not None and got != want:
                 raise ValueError(f"reference statistics have {key}={got!r}, we compute {key}={want!r}")
     mu_ref, sigma_ref = ref_stats[0], ref_stats[1]
-    feats = features_from_array(samples, device, batch_size, workers, mode, weights, progress)
+    feats = features_from_array(samples, device, batch_size, workers, mode, weights, progress, resize)
     mu, sigma = feature_statistics(feats)
     return frechet_distance(mu, sigma, mu_ref, sigma_ref)
