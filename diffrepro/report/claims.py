@@ -8,6 +8,7 @@ exceeds 10% (and the row says "one seed").
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional
 
@@ -91,6 +92,11 @@ def final_fid(df: pd.DataFrame) -> pd.DataFrame:
     return df[df["metric"] == "fid"]
 
 
+def _short(run: str) -> str:
+    """A run's key without its seed and hash: fmnist-n100_sparse-90_mem-medium_s0_6c87cfda -> ..._mem-medium."""
+    return re.sub(r"_s\d+_[0-9a-f]+$", "", run)
+
+
 def not_run(reason: str) -> Verdict:
     return Verdict("–", "–", NOT_RUN, reason)
 
@@ -147,19 +153,24 @@ def primary(df: pd.DataFrame) -> pd.DataFrame:
     return df[df["sampling"] == main]
 
 
-def _by_mask(df, metric, max_n=None):
-    """Seed statistics per mask ratio at one dataset size: the largest (or, with max_n, the smallest
-    at most max_n) size at which at least two mask ratios were run."""
+def _by_mask(df, metric, max_n=None, prefer=None):
+    """Seed statistics per mask ratio for one (training setting, dataset size) at which at least two mask
+    ratios were run: the largest size (or, with max_n, among sizes <= max_n the one where `prefer`, a
+    function of the statistics, is largest; default the smallest size). Returns (n, training, stats)."""
     m = primary(df[(df["metric"] == metric) & (df.get("target", "none") == "none") & (df["precond"] == "edm")
                    & (df["sigma_dist"] == "lognormal")])
     if "mask_ratio" not in m or m.empty:
         return None
-    sizes = [n for n, g in m.groupby("n_train") if g["mask_ratio"].nunique() >= 2 and (max_n is None or n <= max_n)]
-    if not sizes:
+    groups = [(n, tr, g) for (tr, n), g in m.groupby(["training", "n_train"])
+              if g["mask_ratio"].nunique() >= 2 and (g["mask_ratio"] == 0).any() and (max_n is None or n <= max_n)]
+    if not groups:
         return None
-    n = max(sizes) if max_n is None else min(sizes)
-    m = m[m["n_train"] == n]
-    return n, seed_stats(m, ["mask_ratio"]).set_index("mask_ratio").sort_index()
+    stats = [(n, tr, seed_stats(g, ["mask_ratio"]).set_index("mask_ratio").sort_index()) for n, tr, g in groups]
+    if max_n is None:
+        return max(stats, key=lambda t: t[0])
+    if prefer is None:
+        return min(stats, key=lambda t: t[0])
+    return max(stats, key=lambda t: (prefer(t[2]), -t[0]))
 
 
 @evaluator("S1")
@@ -167,7 +178,7 @@ def _s1(df):
     r = _by_mask(df, "fid")
     if r is None:
         return not_run("needs FID of masked runs and an unmasked baseline on one dataset size")
-    n, st = r
+    n, _, st = r
     base = st.loc[0.0]
     worst = max(st.index)
     rel = st.loc[worst, "mean"] / base["mean"]
@@ -180,17 +191,33 @@ def _s1(df):
 
 @evaluator("S2")
 def _s2(df):
-    r = _by_mask(df, "mem_fraction_memorized", max_n=2000)
+    # the setting where the unmasked baseline memorizes most: masking can only reduce memorization that exists
+    r = _by_mask(df, "mem_fraction_memorized", max_n=2000, prefer=lambda st: st.loc[0.0, "mean"])
     if r is None:
         return not_run("needs memorization of masked runs at N <= 2000")
-    n, st = r
+    n, training, st = r
     sign, rule = compare(st.loc[max(st.index)], st.loc[0.0])
-    value = f"N={n}: " + ", ".join(f"eta={k:g}: {v:.3f}" for k, v in st["mean"].items())
+    value = f"N={n} ({training}): " + ", ".join(f"eta={k:g}: {v:.3f}" for k, v in st["mean"].items())
+    value += _mask_curve_note(df, n, training)
     spread = "; ".join(fmt(r_["mean"], r_["std"], r_["count"]) for _, r_ in st.iterrows())
     verdict = {-1: "agrees", 1: "disagrees", 0: "inconclusive"}[sign]
     if st["mean"].max() == 0:
         return Verdict(value, spread, "inconclusive", "no memorization at any eta: the baseline must memorize first")
-    return Verdict(value, spread, verdict, rule)
+    return Verdict(value, spread, verdict, rule + " on the final samples")
+
+
+def _mask_curve_note(df, n, training) -> str:
+    """'; over training (eta=0 / eta=x): step s a/b, ...' from the per-checkpoint memorization, if analysed."""
+    c = df[(df["metric"] == "mem_fraction_ckpt") & (df["n_train"] == n) & (df["training"] == training)
+           & (df.get("target", "none") == "none") & (df["sigma_dist"] == "lognormal")]
+    if c.empty or c["mask_ratio"].nunique() < 2:
+        return ""
+    p = c.pivot_table(index="step", columns="mask_ratio", values="value").dropna().sort_index()
+    if p.empty or 0.0 not in p:
+        return ""
+    eta = max(p.columns)
+    steps = ", ".join(f"step {int(s)} {p.loc[s, 0.0]:.2f}/{p.loc[s, eta]:.2f}" for s in p.index)
+    return f"; over training (eta=0/eta={eta:g}): {steps}"
 
 
 def _fid_curves(df: pd.DataFrame) -> pd.DataFrame:
@@ -281,7 +308,9 @@ def _t2(df):
     fid = primary(final_fid(df))
     if "target" not in fid or not (fid["target"] == "stf").any():
         return not_run("needs FID of an STF run and its baseline")
-    stf = fid[fid["target"] == "stf"]
+    # STF alone: runs that also mask or adapt sigma (combinations) answer a different question
+    stf = fid[(fid["target"] == "stf") & (fid["mask_ratio"] == 0) & (fid["sigma_dist"] == "lognormal")
+              & (fid["precond"] == "edm")]
     for (ds, n, tr), g in stf.groupby(["dataset", "n_train", "training"]):
         base = fid[(fid["dataset"] == ds) & (fid["n_train"] == n) & (fid["training"] == tr) & (fid["method"] == "edm")]
         if base.empty:
@@ -305,19 +334,52 @@ def _k1(df):
             parts.append(f"2D toy, Gu fraction vs {factor}: {first:.2f} -> {last:.2f}")
             verdicts.append(last > first)
     m = df[df["metric"] == "mem_fraction_ckpt"]
+    width_parts, still = _k1_widths(m, verdicts), []
+    parts += width_parts
     for run, g in m.groupby("run"):
         g = g.sort_values("step")
         if len(g) >= 2:
-            parts.append(f"{run.split('_s')[0]}: {g['value'].iloc[0]:.3f} -> {g['value'].iloc[-1]:.3f} over steps")
-            if g["value"].max() > 0:
+            text = f"{_short(run)}: {g['value'].iloc[0]:.3f} -> {g['value'].iloc[-1]:.3f} over steps"
+            if g["value"].max() > 0:       # runs that memorize first: they carry the verdict
+                parts.append(text)
                 verdicts.append(g["value"].iloc[-1] > g["value"].iloc[0])
+            else:
+                still.append(text)
+    if still:
+        parts.append(f"{len(still)} run(s) memorize nothing at any checkpoint")
     if not parts:
         return not_run("needs memorization at several checkpoints (analysis_steps) or the 2D toy study")
     verdict = "agrees" if verdicts and all(verdicts) else ("disagrees" if verdicts else "inconclusive")
     reason = "memorized fraction at first vs last checkpoint / smallest vs largest width"
     if not verdicts:
         reason = "no memorization at any checkpoint"
-    return Verdict("; ".join(parts[:4]), "one seed per setting", verdict, reason)
+    return Verdict("; ".join(parts[:6]), "one seed per setting", verdict, reason)
+
+
+def _k1_widths(m: pd.DataFrame, verdicts: list) -> list:
+    """Same data, method and checkpoints, different U-Net widths: mean memorized fraction over the shared
+    checkpoints, narrow vs wide; appends (wide > narrow) to `verdicts` where anything memorizes."""
+    from diffrepro.presets import UNET_PRESETS
+    if "network" not in m or m.empty:
+        return []
+    parts = []
+    for (ds, n, method), g in m.groupby(["dataset", "n_train", "method"]):
+        nets = sorted((x for x in g["network"].dropna().unique() if x in UNET_PRESETS),
+                      key=lambda x: UNET_PRESETS[x]["model_channels"])
+        if len(nets) < 2:
+            continue
+        steps = [set(g.loc[g["network"] == x, "step"]) for x in (nets[0], nets[-1])]
+        if steps[0] != steps[1]:        # different checkpoint grids: different training runs, not just widths
+            continue
+        p = g.pivot_table(index="step", columns="network", values="value")[[nets[0], nets[-1]]].dropna()
+        if len(p) < 1:
+            continue
+        narrow, wide = p[nets[0]].mean(), p[nets[-1]].mean()
+        parts.append(f"{ds} N={n} {method}, mean over steps {', '.join(str(int(x)) for x in p.index)}: "
+                     f"{nets[0]} {narrow:.2f} vs {nets[-1]} {wide:.2f}")
+        if p.values.max() > 0:
+            verdicts.append(wide > narrow)
+    return parts
 
 
 @evaluator("K2")
@@ -335,7 +397,7 @@ def _k2(df):
             kinds.append("end")
         else:
             kinds.append("clear" if last["gap"].iloc[k] - ends > 2 * se else "weak")
-        out.append(f"{run.split('_s')[0]}: peak {last['gap'].iloc[k]:.3g} at sigma {last.index[k]:.2g} ({kinds[-1]})")
+        out.append(f"{_short(run)}: peak {last['gap'].iloc[k]:.3g} at sigma {last.index[k]:.2g} ({kinds[-1]})")
     n = len(kinds)
     verdict = ("agrees" if kinds.count("clear") > n / 2 else "disagrees" if kinds.count("end") > n / 2
                else "inconclusive")
@@ -344,33 +406,51 @@ def _k2(df):
                    "interior peak above both grid ends by > 2 s.e. counts as clear (last analysed checkpoint)")
 
 
+MEMORIZING = 0.1   # a run whose final samples are >= 10% memorized is in the memorization regime
+
+
 @evaluator("K3")
 def _k3(df):
     t = df[df["metric"].isin(["traj_r_traj", "traj_r_train"])]
     if t.empty:
         return not_run("needs the trajectory analysis")
     t = t[t["sigma"].between(0.1, 5.0)]
-    ratios = []
+    mem = primary(df[df["metric"] == "mem_fraction_memorized"]).groupby("run")["value"].mean()
+    groups = {"generalizing": [], "memorizing": []}
     for run, r in t.groupby("run"):
         p = r.pivot_table(index="sigma", columns="metric", values="value")
-        ratios.append((run.split("_s")[0], float((p["traj_r_traj"] / p["traj_r_train"]).mean())))
-    value = "; ".join(f"{r}: r_traj/r_train {v:.2f}" for r, v in ratios[:4])
-    agree = [v > 1.05 for _, v in ratios]
+        kind = "memorizing" if mem.get(run, 0.0) >= MEMORIZING else "generalizing"
+        groups[kind].append((_short(run), float((p["traj_r_traj"] / p["traj_r_train"]).mean())))
+    parts = [f"{kind} runs ({len(g)}): r_traj/r_train median {np.median([v for _, v in g]):.2f}, "
+             f"range {min(v for _, v in g):.2f}-{max(v for _, v in g):.2f}" for kind, g in groups.items() if g]
+    gen = groups["generalizing"]
+    reason = ("mean over 0.1 <= sigma <= 5 of the median distance of trajectory points to the nearest training "
+              "point over that of noised training points (> 1.05: trajectories stay away); judged on runs whose "
+              f"samples are < {MEMORIZING:.0%} memorized (memorizing models follow the noised data, like the "
+              "ideal denoiser)")
+    if not gen:
+        return Verdict("; ".join(parts), f"{len(groups['memorizing'])} runs", "inconclusive",
+                       "every analysed run memorizes: " + reason)
+    agree = [v > 1.05 for _, v in gen]
     verdict = "agrees" if all(agree) else ("disagrees" if not any(agree) else "inconclusive")
-    return Verdict(value, f"{len(ratios)} runs", verdict,
-                   "median distance of trajectory points to the nearest training point over that of noised "
-                   "training points, 0.1 <= sigma <= 5 (> 1.05: trajectories stay away)")
+    return Verdict("; ".join(parts), f"{len(gen)} generalizing, {len(groups['memorizing'])} memorizing runs",
+                   verdict, reason)
 
 
 @evaluator("G1")
 def _g1(df):
     m = primary(df[(df["metric"] == "mem_fraction_memorized") & (df["method"] == "edm")])
-    if m["n_train"].nunique() < 2:
-        return not_run("needs memorization of the EDM baseline at two or more dataset sizes")
-    ds = m["dataset"].iloc[0]
-    st = seed_stats(m[m["dataset"] == ds], ["n_train"]).set_index("n_train").sort_index()
+    groups = [(ds, tr, g) for (ds, tr), g in m.groupby(["dataset", "training"]) if g["n_train"].nunique() >= 2]
+    if not groups:
+        return not_run("needs memorization of the EDM baseline at two or more dataset sizes with the same training")
+    # the setting where the baseline memorizes most (without memorization there is nothing to fall)
+    ds, training, g = max(groups, key=lambda t: (t[2]["value"].max(), t[2]["n_train"].nunique()))
+    st = seed_stats(g, ["n_train"]).set_index("n_train").sort_index()
     sign, rule = compare(st.iloc[-1], st.iloc[0])
-    value = f"{ds}: " + ", ".join(f"N={int(k)}: {v:.3f}" for k, v in st["mean"].items())
+    value = f"{ds}, {training}: " + ", ".join(f"N={int(k)}: {v:.3f}" for k, v in st["mean"].items())
+    others = [f"{tr}: max {gg['value'].max():.3f}" for d, tr, gg in groups if (d, tr) != (ds, training)]
+    if others:
+        value += f" (other settings: {'; '.join(others)})"
     spread = "; ".join(fmt(r["mean"], r["std"], r["count"]) for _, r in st.iterrows())
     verdict = {-1: "agrees", 1: "disagrees", 0: "inconclusive"}[sign]
     if sign == 0 and st["mean"].max() == 0:

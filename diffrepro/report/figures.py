@@ -11,10 +11,23 @@ from ..io import atomic_savefig  # noqa: E402
 
 
 def _run_label(g: pd.DataFrame, with_data=True) -> str:
-    """`fmnist N=500 edm s0` for the rows of one run (integer columns may arrive as floats)."""
+    """`fmnist N=500 edm small-gpu s0` for the rows of one run (integer columns may arrive as floats)."""
     first = g.iloc[0]
-    label = f"{first['method']} s{int(first['seed'])}"
+    training = f" {first['training']}" if isinstance(first.get("training"), str) else ""
+    label = f"{first['method']}{training} s{int(first['seed'])}"
     return f"{first['dataset']} N={int(first['n_train'])} {label}" if with_data else label
+
+
+def _style(i: int) -> dict:
+    """Colour and line style of the i-th line: ten colours, then the same colours dashed, then dotted."""
+    return {"color": f"C{i % 10}", "ls": ("-", "--", ":")[(i // 10) % 3]}
+
+
+def _main_sampling(d: pd.DataFrame) -> pd.DataFrame:
+    """Rows of the sampling setting most runs used (a sampler sweep on one model is not extra seeds)."""
+    if "sampling" not in d or d["sampling"].isna().all():
+        return d
+    return d[d["sampling"] == d.dropna(subset=["sampling"]).groupby("sampling")["run"].nunique().idxmax()]
 
 
 def _save(fig, path):
@@ -59,13 +72,14 @@ def sigma_profile(df: pd.DataFrame, path) -> bool:
 
 
 def memorization_vs_n(df: pd.DataFrame, path) -> bool:
-    d = df[df["metric"] == "mem_fraction_memorized"]
+    d = _main_sampling(df[df["metric"] == "mem_fraction_memorized"])
     if d.empty or d["n_train"].nunique() < 2:
         return False
     fig, ax = plt.subplots(figsize=(4.8, 3.4))
-    for (ds, method), g in d.groupby(["dataset", "method"]):
+    for i, ((ds, method, training), g) in enumerate(d.groupby(["dataset", "method", "training"])):
         st = g.groupby("n_train")["value"].agg(["mean", "std"]).reset_index()
-        ax.errorbar(st["n_train"], st["mean"], yerr=st["std"].fillna(0), marker="o", capsize=3, label=f"{ds} {method}")
+        ax.errorbar(st["n_train"], st["mean"], yerr=st["std"].fillna(0), marker="o", capsize=3,
+                    label=f"{ds} {method} {training}", **_style(i))
     ax.set(xscale="log", xlabel="training set size N", ylabel="fraction memorized (d1/d2 < 1/3)")
     ax.legend(fontsize=7)
     _save(fig, path)
@@ -157,12 +171,12 @@ def _over_steps(df: pd.DataFrame, metric: str, path, ylabel, **axes) -> bool:
     d = df[df["metric"] == metric]
     if d.empty:
         return False
-    fig, ax = plt.subplots(figsize=(4.8, 3.4))
-    for run, g in d.groupby("run"):
+    fig, ax = plt.subplots(figsize=(7.6, 3.8))
+    for i, (run, g) in enumerate(d.groupby("run")):
         g = g.sort_values("step")
-        ax.plot(g["step"], g["value"], marker="o", label=_run_label(g))
+        ax.plot(g["step"], g["value"], marker="o", ms=3, label=_run_label(g), **_style(i))
     ax.set(xlabel="training step", ylabel=ylabel(d) if callable(ylabel) else ylabel, **axes)
-    ax.legend(fontsize=6)
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     _save(fig, path)
     return True
 
