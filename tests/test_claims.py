@@ -6,8 +6,8 @@ from diffrepro.report.claims import claims_table, ensure_columns, EVALUATORS
 
 
 def _ckpt_rows(run, fids, steps=(500, 1000, 1500, 2000), n=2000, mask=0.0, sigma_dist="lognormal", seed=0,
-               method="edm"):
-    return [dict(run=run, metric="fid_ckpt", value=v, step=s, dataset="fmnist", n_train=n, training="small-gpu",
+               method="edm", training="small-gpu"):
+    return [dict(run=run, metric="fid_ckpt", value=v, step=s, dataset="fmnist", n_train=n, training=training,
                  method=method, precond="edm", sigma_dist=sigma_dist, mask_ratio=mask, target="none", seed=seed,
                  num_samples=500) for s, v in zip(steps, fids)]
 
@@ -46,6 +46,13 @@ def test_s3_uses_the_smallest_size_with_both_runs():
             + _ckpt_rows("b60k", [80, 40, 38, 37], n=60000) + _ckpt_rows("m60k", [90, 50, 45, 44], n=60000, mask=0.9))
     v = _verdict("S3", rows)
     assert v.verdict == "agrees" and v.value.startswith("N=500")
+
+
+def test_s3_does_not_average_curves_of_different_training_settings():
+    rows = (_ckpt_rows("b", [80, 40, 50, 60], n=100) + _ckpt_rows("m", [90, 50, 45, 44], n=100, mask=0.9)
+            + _ckpt_rows("b-long", [80, 30, 20, 10], n=100, training="long"))    # another setting's baseline
+    v = _verdict("S3", rows)
+    assert v.verdict == "agrees" and v.value.startswith("N=100 (small-gpu): eta=0: FID 80 -> min 40 -> last 60"), v
 
 
 def test_every_claim_has_a_row_and_an_empty_table_says_not_run():

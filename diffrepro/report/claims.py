@@ -238,16 +238,17 @@ def _samples_note(g: pd.DataFrame) -> str:
 def _s3(df):
     f = _fid_curves(df)
     f = f[(f["sigma_dist"] == "lognormal") & (f["target"] == "none")]
-    sizes = [n for n, g in f.groupby("n_train") if g["mask_ratio"].nunique() >= 2 and (g["mask_ratio"] == 0).any()]
-    if not sizes:
+    settings = [(n, tr) for (tr, n), g in f.groupby(["training", "n_train"])
+                if g["mask_ratio"].nunique() >= 2 and (g["mask_ratio"] == 0).any()]
+    if not settings:
         return not_run("needs FID at several checkpoints (analysis_steps) of masked and unmasked runs at one small N")
-    n = min(sizes)
-    g = f[f["n_train"] == n]
+    n, training = min(settings)             # the smallest N; runs of one training setting only
+    g = f[(f["n_train"] == n) & (f["training"] == training)]
     late = {}
     for eta, r in g.groupby("mask_ratio"):
         c = _curve(r)
         late[eta] = (c.iloc[-1] / c.min() - 1, c)          # how far the last checkpoint is above the best one
-    value = f"N={n}: " + "; ".join(f"eta={eta:g}: FID {c.iloc[0]:.3g} -> min {c.min():.3g} -> last {c.iloc[-1]:.3g}"
+    value = f"N={n} ({training}): " + "; ".join(f"eta={eta:g}: FID {c.iloc[0]:.3g} -> min {c.min():.3g} -> last {c.iloc[-1]:.3g}"
                                    for eta, (_, c) in sorted(late.items()))
     spread = f"{g['seed'].nunique()} seed(s) per run; {_samples_note(g)}"
     worse = {eta: w > 0.10 for eta, (w, _) in late.items()}
