@@ -8,6 +8,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from ..io import atomic_savefig  # noqa: E402
+from .claims import primary  # noqa: E402
 
 
 def _run_label(g: pd.DataFrame, with_data=True) -> str:
@@ -21,13 +22,6 @@ def _run_label(g: pd.DataFrame, with_data=True) -> str:
 def _style(i: int) -> dict:
     """Colour and line style of the i-th line: ten colours, then the same colours dashed, then dotted."""
     return {"color": f"C{i % 10}", "ls": ("-", "--", ":")[(i // 10) % 3]}
-
-
-def _main_sampling(d: pd.DataFrame) -> pd.DataFrame:
-    """Rows of the sampling setting most runs used (a sampler sweep on one model is not extra seeds)."""
-    if "sampling" not in d or d["sampling"].isna().all():
-        return d
-    return d[d["sampling"] == d.dropna(subset=["sampling"]).groupby("sampling")["run"].nunique().idxmax()]
 
 
 def _save(fig, path):
@@ -72,7 +66,7 @@ def sigma_profile(df: pd.DataFrame, path) -> bool:
 
 
 def memorization_vs_n(df: pd.DataFrame, path) -> bool:
-    d = _main_sampling(df[df["metric"] == "mem_fraction_memorized"])
+    d = primary(df[df["metric"] == "mem_fraction_memorized"])  # a sampler sweep is not extra seeds
     if d.empty or d["n_train"].nunique() < 2:
         return False
     fig, ax = plt.subplots(figsize=(4.8, 3.4))
