@@ -5,6 +5,8 @@ import re
 import pytest
 import yaml
 
+from diffrepro.pipeline.grid import plan
+from diffrepro.pipeline.params import load_params
 from pipeline_helpers import REPO, edit_params, make_project, snakemake
 
 PROFILE = "workflow/profiles/slurm"
@@ -42,7 +44,8 @@ def test_slurm_dry_run_lists_jobs_with_their_resources(project):
     res = snakemake(project, "--profile", PROFILE, "--config", "profile=small", "--dry-run", "--printshellcmds")
     jobs = _jobs_with_resources(res.stdout + res.stderr)
     trains = {k: v for k, v in jobs.items() if k[0] == "train"}
-    assert len(trains) == 13
+    planned = plan(load_params(project / "params.yaml"), "small", "params.yaml")["train"]
+    assert {k for _, k in trains} == set(planned) and len(trains) >= 13   # every planned run, none twice
     for r in trains.values():
         assert r["gpu"] == "1" and r["slurm_partition"] == "gpu" and r["mem_mb"] == "16000" and r["runtime"] == "1440"
         assert r["cpus_per_task"] == "2"
