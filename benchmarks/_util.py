@@ -9,6 +9,8 @@ from pathlib import Path
 
 import torch
 
+from diffrepro.provenance import git_commit
+
 
 def device_info() -> dict:
     info = {"torch": torch.__version__, "python": platform.python_version(), "cpus": __import__("os").cpu_count()}
@@ -16,11 +18,6 @@ def device_info() -> dict:
         p = torch.cuda.get_device_properties(0)
         info.update(gpu=p.name, gpu_memory_gib=round(p.total_memory / 2 ** 30, 1), cuda=torch.version.cuda)
     return info
-
-
-def commit() -> str:
-    from diffrepro.provenance import git_commit
-    return git_commit()
 
 
 def sync():
@@ -47,7 +44,7 @@ def write_result(path, name: str, result: dict):
     """Merge `result` under `name` into the JSON file at `path`, with provenance."""
     path = Path(path)
     data = json.loads(path.read_text()) if path.exists() else {}
-    data[name] = {"command": " ".join([Path(sys.executable).name] + sys.argv), "commit": commit(),
+    data[name] = {"command": " ".join([Path(sys.executable).name] + sys.argv), "commit": git_commit(),
                   "device": device_info(), **result}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")

@@ -59,7 +59,7 @@ def resize(args):
         want = F.clean_resize(images, workers=args.workers).transpose(0, 3, 1, 2)
     x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).cuda()
     clean_resize_torch(x[: args.batch])
-    differ, got = 0, []
+    got = []
     with Timer() as tg:
         for s in range(0, args.num, args.batch):
             got.append(clean_resize_torch(x[s:s + args.batch]))

@@ -77,7 +77,7 @@ def main(argv=None):
         print(f"[{i}/{len(jobs)}] {job.command}", file=sys.stderr, flush=True)
         t0 = time.time()
         if job.processes > 1:   # data-parallel training needs its own processes
-            subprocess.run([sys.executable, "-m", *job.module.split(), *job.args, *_quiet(job.stage)], check=True)
+            subprocess.run(_argv(job), check=True)
         else:
             importlib.import_module(f"stages.{job.stage}").main(list(job.args) + _quiet(job.stage))
         print(f"    done in {time.time() - t0:.1f} s", file=sys.stderr, flush=True)
@@ -125,9 +125,8 @@ def run_parallel(jobs, n: int, force: bool = False, poll_s: float = 0.2) -> list
                 log = Path(job.log or f"results/logs/{job.stage}/{job.key}.log")
                 log.parent.mkdir(parents=True, exist_ok=True)
                 fh = open(log, "w")
-                cmd = [sys.executable, "-m", *job.module.split(), *job.args, *_quiet(job.stage)]
                 print(f"[{i + 1}/{len(jobs)}] start {job.command}  (log {log})", file=sys.stderr, flush=True)
-                running[i] = (subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT), fh, log, time.time())
+                running[i] = (subprocess.Popen(_argv(job), stdout=fh, stderr=subprocess.STDOUT), fh, log, time.time())
             if failed and not running:
                 break
             if not running:
@@ -158,6 +157,11 @@ def run_parallel(jobs, n: int, force: bool = False, poll_s: float = 0.2) -> list
             fh.close()
     print(f"ran {ran} jobs, {skipped} up to date, {len(failed)} failed", file=sys.stderr)
     return failed
+
+
+def _argv(job) -> list:
+    """The job's command for a process of its own (no progress bars: its output goes to a log)."""
+    return [sys.executable, "-m", *job.module.split(), *job.args, *_quiet(job.stage)]
 
 
 def _quiet(stage):

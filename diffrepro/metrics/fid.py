@@ -330,33 +330,35 @@ def features_from_array(images, device="cpu", batch_size: int = 64, workers: int
         resize = "torch" if net.device.type == "cuda" else "pil"
     if resize not in ("torch", "pil"):
         raise ValueError(f"resize must be 'auto', 'torch' or 'pil', got {resize!r}")
-    if resize == "torch":
-        from diffrepro.metrics.clean_resize import clean_resize_torch
-        with tqdm(total=len(images), unit="img", desc="FID features", disable=not progress) as bar:
-            for start in range(0, len(images), net.batch_size):
-                chunk = np.ascontiguousarray(images[start:start + net.batch_size].transpose(0, 3, 1, 2))
-                feats[start:start + len(chunk)] = net(clean_resize_torch(torch.from_numpy(chunk).to(net.device)))
-                bar.update(len(chunk))
-        return feats.cpu().numpy()
     workers = _default_workers() if workers is None else int(workers)
-    if workers > 4 and len(images) >= 8 * batch_size:
-        with tqdm(total=len(images), unit="img", desc="FID features", disable=not progress) as bar:
-            for start, batch in _process_batches(images, batch_size, workers, net.device.type == "cuda"):
-                feats[start:start + len(batch)] = net(batch.to(net.device, non_blocking=True))
-                bar.update(len(batch))
-        return feats.cpu().numpy()
-    pool = _make_pool(workers)
+    pool = None
+    if resize == "torch":
+        batches = _torch_batches(images, net.batch_size, net.device)
+    elif workers > 4 and len(images) >= 8 * batch_size:
+        batches = ((start, batch.to(net.device, non_blocking=True))
+                   for start, batch in _process_batches(images, batch_size, workers, net.device.type == "cuda"))
+    else:
+        pool = _make_pool(workers)
+        # .to(device) from pageable memory returns once the host buffer is read, so the ring slot may be
+        # refilled right after; pinned buffers + non_blocking are a later GPU optimisation.
+        batches = ((start, torch.from_numpy(batch)) for start, batch in _resized_batches(images, batch_size, pool))
     try:
         with tqdm(total=len(images), unit="img", desc="FID features", disable=not progress) as bar:
-            for start, batch in _resized_batches(images, batch_size, pool):
-                # .to(device) from pageable memory returns once the host buffer is read, so the ring slot
-                # may be refilled right after; pinned buffers + non_blocking are a later GPU optimisation.
-                feats[start:start + len(batch)] = net(torch.from_numpy(batch))
+            for start, batch in batches:
+                feats[start:start + len(batch)] = net(batch)
                 bar.update(len(batch))
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
     return feats.cpu().numpy()
+
+
+def _torch_batches(images, batch_size, device):
+    """Yield (start, float32 (n, 3, 299, 299) on `device`): the clean resize done on `device` in torch."""
+    from diffrepro.metrics.clean_resize import clean_resize_torch
+    for start in range(0, len(images), batch_size):
+        chunk = np.ascontiguousarray(images[start:start + batch_size].transpose(0, 3, 1, 2))
+        yield start, clean_resize_torch(torch.from_numpy(chunk).to(device))
 
 
 # --- statistics and the Frechet distance ----------------------------------------------------------------------

@@ -30,13 +30,19 @@ def _save(fig, path):
     plt.close(fig)
 
 
+def _panels(d: pd.DataFrame, width: float):
+    """One axes per (dataset, N) in `d`, side by side: (figure, [(axes, (dataset, N), rows)])."""
+    groups = list(d.groupby(["dataset", "n_train"]))
+    fig, axes = plt.subplots(1, len(groups), figsize=(width * len(groups), 3.4), squeeze=False)
+    return fig, list(zip(axes[0], groups))
+
+
 def loss_curves(df: pd.DataFrame, path) -> bool:
     d = df[df["metric"] == "train_loss"]
     if d.empty:
         return False
-    groups = list(d.groupby(["dataset", "n_train"]))
-    fig, axes = plt.subplots(1, len(groups), figsize=(4.5 * len(groups), 3.4), squeeze=False)
-    for ax, ((ds, n), g) in zip(axes[0], groups):
+    fig, panels = _panels(d, 4.5)
+    for ax, ((ds, n), g) in panels:
         for run, r in g.groupby("run"):
             label = _run_label(r, with_data=False)
             ax.plot(r["step"], r["value"], label=label, lw=1.2)
@@ -53,9 +59,8 @@ def sigma_profile(df: pd.DataFrame, path) -> bool:
     if d.empty:
         return False
     last = d[d["step"] == d.groupby("run")["step"].transform("max")]
-    groups = list(last.groupby(["dataset", "n_train"]))
-    fig, axes = plt.subplots(1, len(groups), figsize=(4.5 * len(groups), 3.4), squeeze=False)
-    for ax, ((ds, n), g) in zip(axes[0], groups):
+    fig, panels = _panels(last, 4.5)
+    for ax, ((ds, n), g) in panels:
         for run, r in g.groupby("run"):
             r = r.sort_values("sigma")
             ax.plot(r["sigma"], r["value"], marker="o", ms=3, lw=1, label=_run_label(r, with_data=False))
@@ -144,9 +149,8 @@ def gap_curves(df: pd.DataFrame, path) -> bool:
     d = df[df["metric"] == "gap"]
     if d.empty:
         return False
-    groups = list(d.groupby(["dataset", "n_train"]))
-    fig, axes = plt.subplots(1, len(groups), figsize=(4.8 * len(groups), 3.4), squeeze=False)
-    for ax, ((ds, n), g) in zip(axes[0], groups):
+    fig, panels = _panels(d, 4.8)
+    for ax, ((ds, n), g) in panels:
         for run, r in g.groupby("run"):
             for step, rs in r.groupby("step"):
                 rs = rs.sort_values("sigma")
