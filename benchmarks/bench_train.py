@@ -48,11 +48,14 @@ def trainer(args, mode, steps, seed):
     fast = mode == "fast"
     cfg = TrainConfig(steps=steps, batch_size=args.batch, lr=args.lr, seed=seed, log_every=10,
                       checkpoint_every=10 * max(1, steps // 10) if steps >= 10 else 10,
-                      precision="fp32" if mode == "fp32" else "bf16", compile=fast, channels_last=fast)
+                      precision="fp32" if mode == "fp32" else "bf16", compile=fast,
+                      compile_mode=args.compile_mode, channels_last=fast and not args.no_channels_last)
     return Trainer(EDMPrecond(net), DenoisingLoss(LogNormal()), data, cfg, device=device, progress=False), net
 
 
-def _name(base, tr):
+def _name(base, tr, args=None):
+    if args is not None and args.mode == "fast":     # variants of the fast path
+        base += (f"-{args.compile_mode}" if args.compile_mode else "") + ("-nchw" if args.no_channels_last else "")
     return base if tr.world == 1 else f"{base}-x{tr.world}"
 
 
@@ -67,7 +70,7 @@ def speed(args):
     s_per_kimg = t.seconds / (args.steps * args.batch / 1000)
     if tr.rank:
         return
-    write_result(args.out, _name(f"train-{args.preset}-b{args.batch}-{args.mode}", tr), {
+    write_result(args.out, _name(f"train-{args.preset}-b{args.batch}-{args.mode}", tr, args), {
         "params": count_parameters(net), "batch": args.batch, "steps_timed": args.steps,
         "warmup_steps": args.warmup, "warmup_s": round(warm.seconds, 2), "s_per_kimg": round(s_per_kimg, 4),
         "img_per_s": round(args.steps * args.batch / t.seconds, 1), "peak_memory_gib": peak_memory_gib()})
@@ -106,7 +109,7 @@ def profile(args):
         by_kind[_kind(e.key)] = by_kind.get(_kind(e.key), 0.0) + e.self_device_time_total
     top = sorted(kernels, key=lambda e: -e.self_device_time_total)[:20]
     ms = lambda us: round(us / 1000 / args.steps, 3)   # noqa: E731  per step
-    write_result(args.out, f"profile-{args.preset}-b{args.batch}-{args.mode}", {
+    write_result(args.out, _name(f"profile-{args.preset}-b{args.batch}-{args.mode}", tr, args), {
         "params": count_parameters(net), "steps": args.steps, "step_ms": round(t.seconds * 1000 / args.steps, 2),
         "gpu_busy_ms_per_step": ms(busy_us), "gpu_busy_fraction": round(busy_us / 1e6 / t.seconds, 3),
         "kernel_launches_per_step": round(launches / args.steps, 1),
@@ -137,6 +140,8 @@ if __name__ == "__main__":
     ap.add_argument("--warmup", type=int, default=15)
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--compile-mode", default=None, help="torch.compile mode of the fast path, e.g. reduce-overhead")
+    ap.add_argument("--no-channels-last", action="store_true", help="fast path without channels-last")
     ap.add_argument("--data-size", type=int, default=10000)
     ap.add_argument("--out", default="benchmarks/results/gpu.json")
     a = ap.parse_args()

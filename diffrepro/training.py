@@ -49,6 +49,7 @@ class TrainConfig:
     sigma_bin_range: tuple = (0.002, 80.0)
     precision: str = "fp32"                # fp32 | bf16 (autocast)
     compile: bool = False
+    compile_mode: Optional[str] = None     # torch.compile mode, e.g. "reduce-overhead" (CUDA graphs)
     channels_last: bool = False
 
 
@@ -109,7 +110,7 @@ class Trainer:
             raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the number of processes ({self.world})")
         model = distributed.wrap(self.denoiser, self.device) if self.world > 1 else self.denoiser
         # the module the loss calls: compiled when asked (weights stay shared with self.denoiser)
-        self.model = torch.compile(model) if cfg.compile else model
+        self.model = torch.compile(model, mode=cfg.compile_mode) if cfg.compile else model
         fused = self.device.type == "cuda"
         self.opt = torch.optim.Adam(self.denoiser.parameters(), lr=cfg.lr, betas=tuple(cfg.adam_betas),
                                     eps=cfg.adam_eps, fused=fused)

@@ -14,10 +14,11 @@ import torch.nn.functional as nnf
 from torch import nn
 
 from .embedding import build_embedding
+from .norm import GroupNorm
 
 
 def _group_norm(channels: int) -> nn.GroupNorm:
-    return nn.GroupNorm(num_groups=min(32, channels // 4), num_channels=channels, eps=1e-6)
+    return GroupNorm(num_groups=min(32, channels // 4), num_channels=channels, eps=1e-6)
 
 
 def _conv(cin, cout, kernel, init_scale=1.0):
@@ -71,11 +72,22 @@ class UNetBlock(nn.Module):
         skip = orig if self.skip is None else self.skip(self._resample(orig))
         x = (x + skip) * self.skip_scale
         if self.num_heads:
-            B, C, H, W = x.shape
-            q, k, v = self.qkv(self.norm2(x)).reshape(B * self.num_heads, 3, C // self.num_heads, H * W).unbind(1)
-            a = nnf.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
-            x = (self.proj(a.transpose(1, 2).reshape(B, C, H, W)) + x) * self.skip_scale
+            x = (self.proj(self._attention(self.qkv(self.norm2(x)))) + x) * self.skip_scale
         return x
+
+    def _attention(self, qkv):
+        # qkv's 3C channels split as (head, q/k/v, C/head), as in EDM; one token per pixel
+        B, C3, H, W = qkv.shape
+        heads, C = self.num_heads, C3 // 3
+        if qkv.is_contiguous(memory_format=torch.channels_last):
+            # stored as (B, H, W, 3C): split channels without leaving that order, and return the
+            # result channels-last too (no layout round trip around the 1x1 convolutions)
+            q, k, v = qkv.permute(0, 2, 3, 1).reshape(B, H * W, heads, 3, C // heads).permute(3, 0, 2, 1, 4)
+            a = nnf.scaled_dot_product_attention(q, k, v)                      # (B, heads, HW, C/heads)
+            return a.permute(0, 2, 1, 3).reshape(B, H, W, C).permute(0, 3, 1, 2)
+        q, k, v = qkv.reshape(B * heads, 3, C // heads, H * W).unbind(1)
+        a = nnf.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+        return a.transpose(1, 2).reshape(B, C, H, W)
 
 
 class SongUNet(nn.Module):
