@@ -49,3 +49,48 @@ def write_result(path, name: str, result: dict):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     print(json.dumps({name: result}, indent=2))
+
+
+def set_tuning(on: bool):
+    """Let torch.compile tune its generated (Triton) kernels' block sizes by coordinate descent."""
+    if on:
+        import torch._inductor.config as inductor_config
+        inductor_config.coordinate_descent_tuning = True
+
+
+# GPU kernels by what they do, first match wins. Kernels that torch.compile generates are named
+# triton_{poi,red,per}_fused_<ops>: pointwise, or reductions (norm statistics and their gradients).
+KERNEL_KINDS = [("fused reduction (generated)", ("triton_red", "triton_per")),
+                ("fused pointwise (generated)", ("triton_poi", "triton_")),
+                ("attention", ("flash", "fmha", "sdpa", "attention")),
+                ("conv (cuDNN)", ("xmma", "cudnn", "implicit_gemm", "conv", "fprop", "dgrad", "wgrad")),
+                ("matmul", ("gemm", "cutlass", "nvjet", "matmul")),
+                ("optimizer/EMA", ("adam", "foreach", "multi_tensor", "lerp")),
+                ("copy/convert", ("copy", "convert", "cat", "memcpy", "memset", "fill"))]
+
+
+def kernel_kind(name: str) -> str:
+    low = name.lower()
+    return next((kind for kind, keys in KERNEL_KINDS if any(k in low for k in keys)), "other")
+
+
+def profile_kernels(fn, repeats: int, unit: str) -> dict:
+    """Call fn() `repeats` times under torch.profiler: wall time per call, the share of it the GPU
+    is busy, kernel launches, and GPU time per call by kernel kind and for the top 20 kernels."""
+    from torch.profiler import ProfilerActivity, profile
+    with Timer() as t, profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(repeats):
+            fn()
+        sync()
+    kernels = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
+    busy_us = sum(e.self_device_time_total for e in kernels)
+    by_kind = {}
+    for e in kernels:
+        by_kind[kernel_kind(e.key)] = by_kind.get(kernel_kind(e.key), 0.0) + e.self_device_time_total
+    top = sorted(kernels, key=lambda e: -e.self_device_time_total)[:20]
+    ms = lambda us: round(us / 1000 / repeats, 3)   # noqa: E731  per call
+    return {f"{unit}s": repeats, f"{unit}_ms": round(t.seconds * 1000 / repeats, 2),
+            f"gpu_busy_ms_per_{unit}": ms(busy_us), "gpu_busy_fraction": round(busy_us / 1e6 / t.seconds, 3),
+            f"kernel_launches_per_{unit}": round(sum(e.count for e in kernels) / repeats, 1),
+            f"ms_per_{unit}_by_kind": {k: ms(v) for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1])},
+            f"top_kernels_ms_per_{unit}": [[e.key[:120], ms(e.self_device_time_total), e.count // repeats] for e in top]}

@@ -2,6 +2,7 @@
 
     python benchmarks/bench_sample.py speed --preset ddpmpp-cifar --num 50000 --batch 2500 --mode fast
     python benchmarks/bench_sample.py speed --preset ddpmpp-cifar --num 2500 --batch 2500 --mode fp32
+    python benchmarks/bench_sample.py profile --preset ddpmpp-cifar --batch 2500 --mode fast
     python benchmarks/bench_sample.py compare --preset ddpmpp-cifar --num 1000 [--model results/runs/<run>/model.pt]
 
 `fast` = bf16 autocast + channels-last + torch.compile around the network (diffrepro.inference.make_fast);
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._util import Timer, peak_memory_gib, write_result  # noqa: E402
+from benchmarks._util import Timer, peak_memory_gib, profile_kernels, set_tuning, write_result  # noqa: E402
 from diffrepro.inference import make_fast  # noqa: E402
 from diffrepro.models import load_model  # noqa: E402
 from diffrepro.nets import build_network  # noqa: E402
@@ -38,6 +39,7 @@ def denoiser(args, mode):
         D, shape = EDMPrecond(net).cuda().eval().requires_grad_(False), (3, 32, 32)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = mode == "fast"
     if mode == "fast":
+        set_tuning(args.tune)
         make_fast(D, "bf16", compile=True, compile_mode=args.compile_mode)
     return D, shape
 
@@ -58,12 +60,28 @@ def speed(args):
         draw(D, shape, args.batch, args.batch, args.steps)
     with Timer() as t:
         x = draw(D, shape, args.num, args.batch, args.steps)
-    tag = f"-{args.compile_mode}" if args.mode == "fast" and args.compile_mode else ""
+    tag = _tag(args)
     write_result(args.out, f"sample-{args.preset}-{args.mode}{tag}-n{args.num}-b{args.batch}", {
         "num_samples": args.num, "batch": args.batch, "nfe": 2 * args.steps - 1, "first_batch_s": round(warm.seconds, 1),
         "seconds": round(t.seconds, 1), "img_per_s": round(args.num / t.seconds, 1),
         "seconds_incl_first_batch": round(t.seconds + warm.seconds, 1), "peak_memory_gib": peak_memory_gib(),
         "finite": bool(torch.isfinite(x).all())})
+
+
+def _tag(args):
+    if args.mode != "fast":
+        return ""
+    return (f"-{args.compile_mode}" if args.compile_mode else "") + ("-tuned" if args.tune else "")
+
+
+def profile(args):
+    D, shape = denoiser(args, args.mode)
+    draw(D, shape, args.batch, args.batch, args.steps)      # compile and warm up
+    summary = profile_kernels(lambda: draw(D, shape, args.batch, args.batch, args.steps), 1, "batch")
+    nfe = 2 * args.steps - 1
+    write_result(args.out, f"profile-sample-{args.preset}-{args.mode}{_tag(args)}-b{args.batch}", {
+        "batch": args.batch, "nfe": nfe, "img_per_s": round(args.batch / summary["batch_ms"] * 1000, 1),
+        "gpu_busy_ms_per_network_call": round(summary["gpu_busy_ms_per_batch"] / nfe, 2), **summary})
 
 
 def compare(args):
@@ -83,7 +101,7 @@ def compare(args):
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["speed", "compare"])
+    ap.add_argument("what", choices=["speed", "compare", "profile"])
     ap.add_argument("--preset", default="ddpmpp-cifar")
     ap.add_argument("--model", default=None, help="a trained model.pt (default: random weights)")
     ap.add_argument("--num", type=int, default=50000)
@@ -91,7 +109,8 @@ if __name__ == "__main__":
     ap.add_argument("--steps", type=int, default=18)
     ap.add_argument("--mode", choices=["fast", "fp32"], default="fast")
     ap.add_argument("--compile-mode", default=None, help="torch.compile mode of the fast path, e.g. max-autotune-no-cudagraphs")
+    ap.add_argument("--tune", action="store_true", help="fast path: tune generated kernels (coordinate descent)")
     ap.add_argument("--save", default=None, help="compare: write both sample sets to this .npz")
     ap.add_argument("--out", default="benchmarks/results/gpu.json")
     a = ap.parse_args()
-    speed(a) if a.what == "speed" else compare(a)
+    {"speed": speed, "compare": compare, "profile": profile}[a.what](a)

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._util import Timer, peak_memory_gib, write_result  # noqa: E402
+from benchmarks._util import Timer, peak_memory_gib, profile_kernels, set_tuning, write_result  # noqa: E402
 from diffrepro.loss import DenoisingLoss  # noqa: E402
 from diffrepro.nets import build_network, count_parameters  # noqa: E402
 from diffrepro.precond import EDMPrecond  # noqa: E402
@@ -42,6 +42,7 @@ def smooth_images(n, channels, res, seed=0, device="cpu"):
 def trainer(args, mode, steps, seed):
     # under torchrun: data parallel over the launched processes, --batch stays the global batch
     device = distributed.init_from_env() if distributed.launched() else torch.device("cuda")
+    set_tuning(args.tune)
     torch.manual_seed(seed)
     net = build_network(args.preset, channels=args.channels, img_resolution=args.res)
     data = smooth_images(args.data_size, args.channels, args.res, device=device)
@@ -55,7 +56,7 @@ def trainer(args, mode, steps, seed):
 
 def _name(base, tr, args=None):
     if args is not None and args.mode == "fast":     # variants of the fast path
-        base += (f"-{args.compile_mode}" if args.compile_mode else "") + ("-nchw" if args.no_channels_last else "")
+        base += (f"-{args.compile_mode}" if args.compile_mode else "") + ("-nchw" if args.no_channels_last else "") + ("-tuned" if args.tune else "")
     return base if tr.world == 1 else f"{base}-x{tr.world}"
 
 
@@ -76,45 +77,13 @@ def speed(args):
         "img_per_s": round(args.steps * args.batch / t.seconds, 1), "peak_memory_gib": peak_memory_gib()})
 
 
-KERNEL_KINDS = [("conv", ("conv", "cudnn", "implicit_gemm", "xmma", "sm90_xmma", "fprop", "dgrad", "wgrad")),
-                ("matmul", ("gemm", "cutlass", "matmul", "nvjet")),
-                ("attention", ("flash", "fmha", "attention", "efficient")),
-                ("norm", ("group_norm", "groupnorm", "layer_norm", "native_batch_norm")),
-                ("optimizer/EMA", ("adam", "foreach", "multi_tensor", "lerp")),
-                ("copy/convert", ("copy", "convert", "cat", "memcpy", "memset", "fill"))]
-
-
-def _kind(name: str) -> str:
-    low = name.lower()
-    for kind, keys in KERNEL_KINDS:
-        if any(k in low for k in keys):
-            return kind
-    return "fused/elementwise (triton, other)" if "triton" in low else "other"
-
-
 def profile(args):
-    from torch.profiler import ProfilerActivity, profile as torch_profile
     tr, net = trainer(args, args.mode, args.warmup + args.steps, 0)
     for _ in range(args.warmup):
         tr.step()
-    with Timer() as t, torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        for _ in range(args.steps):
-            tr.step()
-        torch.cuda.synchronize()
-    kernels = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
-    busy_us = sum(e.self_device_time_total for e in kernels)
-    launches = sum(e.count for e in kernels)
-    by_kind = {}
-    for e in kernels:
-        by_kind[_kind(e.key)] = by_kind.get(_kind(e.key), 0.0) + e.self_device_time_total
-    top = sorted(kernels, key=lambda e: -e.self_device_time_total)[:20]
-    ms = lambda us: round(us / 1000 / args.steps, 3)   # noqa: E731  per step
-    write_result(args.out, _name(f"profile-{args.preset}-b{args.batch}-{args.mode}", tr, args), {
-        "params": count_parameters(net), "steps": args.steps, "step_ms": round(t.seconds * 1000 / args.steps, 2),
-        "gpu_busy_ms_per_step": ms(busy_us), "gpu_busy_fraction": round(busy_us / 1e6 / t.seconds, 3),
-        "kernel_launches_per_step": round(launches / args.steps, 1),
-        "ms_per_step_by_kind": {k: ms(v) for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1])},
-        "top_kernels_ms_per_step": [[e.key[:120], ms(e.self_device_time_total), e.count // args.steps] for e in top]})
+    summary = profile_kernels(tr.step, args.steps, "step")
+    write_result(args.out, _name(f"profile-{args.preset}-b{args.batch}-{args.mode}", tr, args),
+                 {"params": count_parameters(net), **summary})
 
 
 def curve(args):
@@ -141,6 +110,7 @@ if __name__ == "__main__":
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--compile-mode", default=None, help="torch.compile mode of the fast path, e.g. reduce-overhead")
+    ap.add_argument("--tune", action="store_true", help="fast path: tune generated kernels (coordinate descent)")
     ap.add_argument("--no-channels-last", action="store_true", help="fast path without channels-last")
     ap.add_argument("--data-size", type=int, default=10000)
     ap.add_argument("--out", default="benchmarks/results/gpu.json")

@@ -93,3 +93,17 @@ def test_unet_channels_last_matches_contiguous():
     for (name, p), p_cl in zip(net.named_parameters(), net_cl.parameters()):
         torch.testing.assert_close(p_cl.grad, p.grad, rtol=1e-4, atol=1e-4 * p.grad.abs().max().item() + 1e-12,
                                    msg=lambda m: f"{name}: {m}")
+
+
+def test_channels_last_upsampling_equals_interpolate():
+    from diffrepro.nets.unet import _upsample2x
+    x = torch.randn(2, 5, 3, 4)
+    x_cl = x.contiguous(memory_format=torch.channels_last).requires_grad_()
+    y = _upsample2x(x_cl)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(y, torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest"))
+    (y * torch.arange(y.numel()).reshape(y.shape)).sum().backward()
+    x_ref = x.clone().requires_grad_()
+    up = torch.nn.functional.interpolate(x_ref, scale_factor=2, mode="nearest")
+    (up * torch.arange(up.numel()).reshape(up.shape)).sum().backward()
+    assert torch.equal(x_cl.grad, x_ref.grad)

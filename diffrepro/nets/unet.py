@@ -35,6 +35,17 @@ def _linear(cin, cout, init_scale=1.0):
     return lin
 
 
+def _upsample2x(x):
+    """Nearest-neighbour 2x upsampling. A channels-last tensor is repeated by broadcasting instead
+    of F.interpolate, whose gradient is a scatter-add (atomics) under torch.compile; the values are
+    the same."""
+    if not x.is_contiguous(memory_format=torch.channels_last) or x.is_contiguous():
+        return nnf.interpolate(x, scale_factor=2, mode="nearest")
+    B, C, H, W = x.shape
+    x = x.permute(0, 2, 3, 1)[:, :, None, :, None, :].expand(B, H, 2, W, 2, C)
+    return x.reshape(B, 2 * H, 2 * W, C).permute(0, 3, 1, 2)
+
+
 class UNetBlock(nn.Module):
     """Residual block: GN-SiLU-conv, + affine(emb), GN-SiLU-dropout-conv, skip, (attention)."""
 
@@ -59,7 +70,7 @@ class UNetBlock(nn.Module):
     def _resample(self, x):
         # EDM's resample_filter=[1,1]: a 2x2 box filter, i.e. nearest up / average-pool down.
         if self.up:
-            x = nnf.interpolate(x, scale_factor=2, mode="nearest")
+            x = _upsample2x(x)
         if self.down:
             x = nnf.avg_pool2d(x, 2)
         return x
