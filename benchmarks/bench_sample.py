@@ -3,7 +3,8 @@
     python benchmarks/bench_sample.py speed --preset ddpmpp-cifar --num 50000 --batch 2500 --mode fast
     python benchmarks/bench_sample.py speed --preset ddpmpp-cifar --num 2500 --batch 2500 --mode fp32
     python benchmarks/bench_sample.py profile --preset ddpmpp-cifar --batch 2500 --mode fast
-    python benchmarks/bench_sample.py compare --preset ddpmpp-cifar --num 1000 [--model results/runs/<run>/model.pt]
+    python benchmarks/bench_sample.py compare --preset ddpmpp-cifar --num 5000 --save cmp.npz [--model results/runs/<run>/model.pt]
+    python benchmarks/bench_sample.py fid --load cmp.npz      # FID fast vs fp32 against the seed-to-seed FID
 
 `fast` = bf16 autocast + channels-last + torch.compile around the network (diffrepro.inference.make_fast);
 the sampler's own arithmetic stays in float64 as in EDM. Without --model the network has random weights
@@ -99,9 +100,27 @@ def compare(args):
         np.savez(args.save, fast=to_uint8(fast), fp32=to_uint8(ref))
 
 
+def fid(args):
+    """FID between the fast and the fp32 samples of the same seeds, next to the FID between two halves
+    of the fp32 samples (different seeds): how far the fast path moves the distribution, against the
+    sampling noise of a set of this size. Reads the arrays that `compare --save` wrote."""
+    from diffrepro.metrics.fid import feature_statistics, features_from_array, frechet_distance
+    saved = np.load(args.load)
+    fast, ref = saved["fast"], saved["fp32"]
+    half = len(ref) // 2
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    stats = {name: feature_statistics(features_from_array(x, device=device, batch_size=100))
+             for name, x in [("fast", fast[:half]), ("fp32", ref[:half]), ("fp32_other_seeds", ref[half:])]}
+    fd = lambda a, b: frechet_distance(*stats[a], *stats[b])   # noqa: E731
+    write_result(args.out, f"sample-compare-fid-{Path(args.load).stem}", {
+        "num_per_set": half, "fid_fast_vs_fp32_same_seeds": round(fd("fast", "fp32"), 4),
+        "fid_fp32_vs_fp32_other_seeds": round(fd("fp32", "fp32_other_seeds"), 4),
+        "fid_fast_vs_fp32_other_seeds": round(fd("fast", "fp32_other_seeds"), 4)})
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["speed", "compare", "profile"])
+    ap.add_argument("what", choices=["speed", "compare", "profile", "fid"])
     ap.add_argument("--preset", default="ddpmpp-cifar")
     ap.add_argument("--model", default=None, help="a trained model.pt (default: random weights)")
     ap.add_argument("--num", type=int, default=50000)
@@ -111,6 +130,7 @@ if __name__ == "__main__":
     ap.add_argument("--compile-mode", default=None, help="torch.compile mode of the fast path, e.g. max-autotune-no-cudagraphs")
     ap.add_argument("--tune", action="store_true", help="fast path: tune generated kernels (coordinate descent)")
     ap.add_argument("--save", default=None, help="compare: write both sample sets to this .npz")
+    ap.add_argument("--load", default=None, help="fid: the .npz that compare --save wrote")
     ap.add_argument("--out", default="benchmarks/results/gpu.json")
     a = ap.parse_args()
-    {"speed": speed, "compare": compare, "profile": profile}[a.what](a)
+    {"speed": speed, "compare": compare, "profile": profile, "fid": fid}[a.what](a)

@@ -29,6 +29,7 @@ def test_committed_params_are_valid_and_every_profile_plans():
     (lambda p: p["methods"]["vp"].update(precond="vpp"), "methods.vp.precond"),
     (lambda p: p["training"]["tiny-cpu"].update(steps=-3), "training.tiny-cpu.steps"),
     (lambda p: p["training"]["tiny-cpu"].update(network="resnet"), "training.tiny-cpu.network: unknown preset 'resnet'"),
+    (lambda p: p["training"]["tiny-cpu"].update(compile_mode="fastest"), "training.tiny-cpu.compile_mode"),
     (lambda p: p["profiles"]["smoke"]["experiments"][1]["methods"].append("nope"), "'nope' is not defined under methods"),
     (lambda p: p.update(profile="huge"), "profile: 'huge' is not defined"),
     (lambda p: p["profiles"]["smoke"]["experiments"][0].update(training="tiny-cpu"), "needs an MLP network"),
@@ -38,6 +39,14 @@ def test_errors_name_the_offending_key(params, edit, needle):
     with pytest.raises(ParamsError) as exc:
         validate_params(params)
     assert needle in str(exc.value)
+
+
+def test_compile_mode_reaches_the_trainer_and_fp32_turns_compilation_off():
+    from stages.train import train_config
+    cfg = train_config({"steps": 10, "compile": True, "compile_mode": "reduce-overhead", "channels_last": True}, 0, False)
+    assert (cfg.compile, cfg.compile_mode, cfg.channels_last) == (True, "reduce-overhead", True)
+    cfg = train_config({"steps": 10, "compile": True, "compile_mode": "reduce-overhead", "precision": "bf16"}, 0, True)
+    assert (cfg.compile, cfg.channels_last, cfg.precision) == (False, False, "fp32")
 
 
 def test_keys_change_only_for_jobs_whose_parameters_change(params):

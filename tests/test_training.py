@@ -63,6 +63,26 @@ def test_same_seed_gives_bit_identical_weights():
     assert all(torch.equal(a, b) for a, b in zip(*finals))
 
 
+def test_channels_last_training_follows_the_plain_layout():
+    """The fast path's channels-last layout changes kernels, not math: the same run (no dropout, whose
+    masks follow memory order) gives the same losses to float32 rounding, and weights that differ by a
+    tiny fraction of how far training moved them (Adam's first steps are sign-like, so single weights
+    with near-zero gradients may differ by up to one step)."""
+    data = torch.rand(64, 3, 8, 8) * 2 - 1
+    runs = []
+    for channels_last in (False, True):
+        tr = _trainer(data, "small", net=dict(dropout=0.0), steps=5, batch_size=16, ckpt=5, log=1,
+                      channels_last=channels_last)
+        start = torch.cat([p.detach().flatten() for p in tr.denoiser.parameters()])
+        loss = [tr.step().item() for _ in range(5)]
+        runs.append((loss, start, torch.cat([p.detach().flatten() for p in tr.denoiser.parameters()])))
+    (loss, start, end), (loss_cl, start_cl, end_cl) = runs
+    assert torch.equal(start, start_cl)
+    assert loss_cl == pytest.approx(loss, rel=1e-4)
+    moved = (end - start).norm()
+    assert (end_cl - end).norm() < 1e-3 * moved, ((end_cl - end).norm(), moved)
+
+
 def test_resume_equals_uninterrupted(tmp_path):
     data = torch.from_numpy(make_toy("ring", 300, seed=0))
     full = _trainer(data, "mlp-tiny", steps=40, batch_size=64, ckpt=20, log=10)
