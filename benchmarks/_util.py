@@ -51,6 +51,14 @@ def write_result(path, name: str, result: dict):
     print(json.dumps({name: result}, indent=2))
 
 
+def fast_variant(args) -> str:
+    """Name suffix of a fast-path variant from the command line (compile mode, layout, tuning); '' otherwise."""
+    if args.mode != "fast":
+        return ""
+    return ((f"-{args.compile_mode}" if args.compile_mode else "")
+            + ("-nchw" if getattr(args, "no_channels_last", False) else "") + ("-tuned" if args.tune else ""))
+
+
 def set_tuning(on: bool):
     """Let torch.compile tune its generated (Triton) kernels' block sizes by coordinate descent."""
     if on:
@@ -86,7 +94,8 @@ def profile_kernels(fn, repeats: int, unit: str) -> dict:
     busy_us = sum(e.self_device_time_total for e in kernels)
     by_kind = {}
     for e in kernels:
-        by_kind[kernel_kind(e.key)] = by_kind.get(kernel_kind(e.key), 0.0) + e.self_device_time_total
+        kind = kernel_kind(e.key)
+        by_kind[kind] = by_kind.get(kind, 0.0) + e.self_device_time_total
     top = sorted(kernels, key=lambda e: -e.self_device_time_total)[:20]
     ms = lambda us: round(us / 1000 / repeats, 3)   # noqa: E731  per call
     return {f"{unit}s": repeats, f"{unit}_ms": round(t.seconds * 1000 / repeats, 2),

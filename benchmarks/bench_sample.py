@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._util import Timer, peak_memory_gib, profile_kernels, set_tuning, write_result  # noqa: E402
+from benchmarks._util import Timer, fast_variant, peak_memory_gib, profile_kernels, set_tuning, write_result  # noqa: E402
 from diffrepro.inference import make_fast  # noqa: E402
 from diffrepro.models import load_model  # noqa: E402
 from diffrepro.nets import build_network  # noqa: E402
@@ -61,18 +61,11 @@ def speed(args):
         draw(D, shape, args.batch, args.batch, args.steps)
     with Timer() as t:
         x = draw(D, shape, args.num, args.batch, args.steps)
-    tag = _tag(args)
-    write_result(args.out, f"sample-{args.preset}-{args.mode}{tag}-n{args.num}-b{args.batch}", {
+    write_result(args.out, f"sample-{args.preset}-{args.mode}{fast_variant(args)}-n{args.num}-b{args.batch}", {
         "num_samples": args.num, "batch": args.batch, "nfe": 2 * args.steps - 1, "first_batch_s": round(warm.seconds, 1),
         "seconds": round(t.seconds, 1), "img_per_s": round(args.num / t.seconds, 1),
         "seconds_incl_first_batch": round(t.seconds + warm.seconds, 1), "peak_memory_gib": peak_memory_gib(),
         "finite": bool(torch.isfinite(x).all())})
-
-
-def _tag(args):
-    if args.mode != "fast":
-        return ""
-    return (f"-{args.compile_mode}" if args.compile_mode else "") + ("-tuned" if args.tune else "")
 
 
 def profile(args):
@@ -80,7 +73,7 @@ def profile(args):
     draw(D, shape, args.batch, args.batch, args.steps)      # compile and warm up
     summary = profile_kernels(lambda: draw(D, shape, args.batch, args.batch, args.steps), 1, "batch")
     nfe = 2 * args.steps - 1
-    write_result(args.out, f"profile-sample-{args.preset}-{args.mode}{_tag(args)}-b{args.batch}", {
+    write_result(args.out, f"profile-sample-{args.preset}-{args.mode}{fast_variant(args)}-b{args.batch}", {
         "batch": args.batch, "nfe": nfe, "img_per_s": round(args.batch / summary["batch_ms"] * 1000, 1),
         "gpu_busy_ms_per_network_call": round(summary["gpu_busy_ms_per_batch"] / nfe, 2), **summary})
 

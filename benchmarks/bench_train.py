@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._util import Timer, peak_memory_gib, profile_kernels, set_tuning, write_result  # noqa: E402
+from benchmarks._util import Timer, fast_variant, peak_memory_gib, profile_kernels, set_tuning, write_result  # noqa: E402
 from diffrepro.loss import DenoisingLoss  # noqa: E402
 from diffrepro.nets import build_network, count_parameters  # noqa: E402
 from diffrepro.precond import EDMPrecond  # noqa: E402
@@ -55,8 +55,8 @@ def trainer(args, mode, steps, seed):
 
 
 def _name(base, tr, args=None):
-    if args is not None and args.mode == "fast":     # variants of the fast path
-        base += (f"-{args.compile_mode}" if args.compile_mode else "") + ("-nchw" if args.no_channels_last else "") + ("-tuned" if args.tune else "")
+    if args is not None:
+        base += fast_variant(args)
     return base if tr.world == 1 else f"{base}-x{tr.world}"
 
 

@@ -18,7 +18,8 @@ import torch.nn.functional as nnf
 from torch import nn
 
 
-def _is_channels_last(x: torch.Tensor) -> bool:
+def is_channels_last(x: torch.Tensor) -> bool:
+    """4-D and stored channels-last (not merely a shape where both layouts coincide)."""
     return x.ndim == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
 
 
@@ -41,6 +42,6 @@ class GroupNorm(nn.GroupNorm):
     """nn.GroupNorm (same parameters and state dict) with the channels-last path above."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.affine and _is_channels_last(x):
+        if self.affine and is_channels_last(x):
             return group_norm_by_channel(x, self.num_groups, self.weight, self.bias, self.eps)
         return nnf.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)

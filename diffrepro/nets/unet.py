@@ -14,7 +14,7 @@ import torch.nn.functional as nnf
 from torch import nn
 
 from .embedding import build_embedding
-from .norm import GroupNorm
+from .norm import GroupNorm, is_channels_last
 
 
 def _group_norm(channels: int) -> nn.GroupNorm:
@@ -39,7 +39,7 @@ def _upsample2x(x):
     """Nearest-neighbour 2x upsampling. A channels-last tensor is repeated by broadcasting instead
     of F.interpolate, whose gradient is a scatter-add (atomics) under torch.compile; the values are
     the same."""
-    if not x.is_contiguous(memory_format=torch.channels_last) or x.is_contiguous():
+    if not is_channels_last(x):
         return nnf.interpolate(x, scale_factor=2, mode="nearest")
     B, C, H, W = x.shape
     x = x.permute(0, 2, 3, 1)[:, :, None, :, None, :].expand(B, H, 2, W, 2, C)
@@ -90,7 +90,7 @@ class UNetBlock(nn.Module):
         # qkv's 3C channels split as (head, q/k/v, C/head), as in EDM; one token per pixel
         B, C3, H, W = qkv.shape
         heads, C = self.num_heads, C3 // 3
-        if qkv.is_contiguous(memory_format=torch.channels_last):
+        if is_channels_last(qkv):
             # stored as (B, H, W, 3C): split channels without leaving that order, and return the
             # result channels-last too (no layout round trip around the 1x1 convolutions)
             q, k, v = qkv.permute(0, 2, 3, 1).reshape(B, H * W, heads, 3, C // heads).permute(3, 0, 2, 1, 4)
