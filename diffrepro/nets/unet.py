@@ -77,13 +77,13 @@ class UNetBlock(nn.Module):
 
     def forward(self, x, emb):
         orig = x
-        x = self.conv0(self._resample(nnf.silu(self.norm0(x))))
-        x = x + self.affine(emb)[:, :, None, None].to(x.dtype)
-        x = self.conv1(self.dropout(nnf.silu(self.norm1(x))))
+        x = self.conv0(self._resample(self.norm0.act(x)))
+        dropout = self.dropout.p if self.training else 0.0
+        x = self.conv1(self.norm1.act(x, add=self.affine(emb).to(x.dtype), dropout=dropout))
         skip = orig if self.skip is None else self.skip(self._resample(orig))
         x = (x + skip) * self.skip_scale
         if self.num_heads:
-            x = (self.proj(self._attention(self.qkv(self.norm2(x)))) + x) * self.skip_scale
+            x = (self.proj(self._attention(self.qkv(self.norm2.act(x, silu=False)))) + x) * self.skip_scale
         return x
 
     def _attention(self, qkv):
@@ -163,4 +163,4 @@ class SongUNet(nn.Module):
             if x.shape[1] != block.norm0.num_channels:
                 x = torch.cat([x, skips.pop()], dim=1)
             x = block(x, emb)
-        return self.out_conv(nnf.silu(self.out_norm(x)))
+        return self.out_conv(self.out_norm.act(x))

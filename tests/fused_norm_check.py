@@ -1,0 +1,96 @@
+"""Errors of the fused group-norm kernels against a float64 reference, as JSON on stdout.
+
+Run by tests/test_fused_norm.py in a process of its own with TRITON_INTERPRET=1, so that the Triton
+kernels run on the CPU (the interpreter); on a CUDA machine, pass --cuda to run them compiled.
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+import torch
+import torch.nn.functional as nnf
+
+from diffrepro.nets import fused_norm, norm
+from diffrepro.nets.unet import SongUNet
+
+# (B, C, H, W, groups): channels per group 4, 8, 3 (padded to 4), 16; pixels a power of two or not
+SHAPES = [(2, 16, 8, 8, 4), (2, 64, 4, 4, 8), (3, 12, 5, 5, 4), (2, 32, 6, 6, 2)]
+
+
+def reference(x, add, weight, bias, groups, eps, silu):
+    z = x if add is None else x + add[:, :, None, None]
+    y = nnf.group_norm(z, groups, weight, bias, eps)
+    return nnf.silu(y) if silu else y
+
+
+def rel(a, b):
+    return ((a.double() - b.double()).abs().max() / b.double().abs().max().clamp_min(1e-12)).item()
+
+
+def case(shape, dtype, with_add, silu, p, device):
+    B, C, H, W, G = shape
+    gen = torch.Generator().manual_seed(hash((shape, with_add, silu, p)) % 2 ** 31)
+    x = (torch.randn(B, C, H, W, generator=gen) * 2 + 0.5).to(dtype)
+    add = (torch.randn(B, C, generator=gen)).to(dtype) if with_add else None
+    weight, bias = 1 + 0.3 * torch.randn(C, generator=gen), 0.3 * torch.randn(C, generator=gen)
+    dy = torch.randn(B, C, H, W, generator=gen).to(dtype)
+
+    leaves = [t.to(device).requires_grad_() if t is not None else None for t in (x, add, weight, bias)]
+    xd, addd, wd, bd = leaves
+    y = fused_norm.group_norm_act(xd.to(memory_format=torch.channels_last), G, wd, bd, 1e-6,
+                                  add=addd, silu=silu, dropout=p)
+    grads = torch.autograd.grad(y, [t for t in leaves if t is not None],
+                                dy.to(device).to(memory_format=torch.channels_last))
+
+    ref_leaves = [t.double().requires_grad_() if t is not None else None for t in (x, add, weight, bias)]
+    y_ref = reference(*ref_leaves, G, 1e-6, silu)
+    keep = (y.detach().cpu() != 0).double() if p > 0 else torch.ones_like(y_ref)
+    y_ref = y_ref * keep / (1 - p)
+    ref_grads = torch.autograd.grad(y_ref, [t for t in ref_leaves if t is not None], dy.double())
+    names = ["x", "add", "weight", "bias"] if with_add else ["x", "weight", "bias"]
+    out = {"y": rel(y.cpu(), y_ref), "channels_last": y.is_contiguous(memory_format=torch.channels_last),
+           "dtype_kept": y.dtype == dtype, **{f"d{n}": rel(g.cpu(), r) for n, g, r in zip(names, grads, ref_grads)}}
+    if p > 0:
+        out["kept_fraction"] = keep.mean().item()
+    return out
+
+
+def unet_case(device):
+    """A small U-Net, fused vs plain (DIFFREPRO_FUSED_NORM=0): output and a parameter gradient."""
+    import os
+    torch.manual_seed(0)
+    net = SongUNet(img_resolution=8, in_channels=3, model_channels=16, channel_mult=(1, 2), num_blocks=1,
+                   attn_resolutions=(4,), dropout=0.0).to(device).to(memory_format=torch.channels_last)
+    x = torch.randn(2, 3, 8, 8, device=device).to(memory_format=torch.channels_last)
+    sigma = torch.rand(2, device=device)
+    result, calls = {}, []
+    fused = fused_norm.group_norm_act
+    norm.fused_norm.group_norm_act = lambda *a, **k: calls.append(1) or fused(*a, **k)
+    for flag in ("1", "0"):
+        os.environ["DIFFREPRO_FUSED_NORM"] = flag
+        net.zero_grad()
+        y = net(x, sigma)
+        y.square().sum().backward()
+        result[flag] = (y.detach(), net.enc["8x8_block0"].norm1.weight.grad.clone(),
+                        net.dec["8x8_block1"].norm0.weight.grad.clone())
+    norm.fused_norm.group_norm_act = fused
+    norms = sum(isinstance(m, norm.GroupNorm) for m in net.modules())
+    return {"fused_calls": len(calls), "norm_layers_x2": 2 * norms, "y": rel(result["1"][0], result["0"][0]),
+            "dnorm1_weight": rel(result["1"][1], result["0"][1]), "ddec_norm0_weight": rel(result["1"][2], result["0"][2])}
+
+
+def main():
+    device = "cuda" if "--cuda" in sys.argv else "cpu"
+    results = {"supported_cpu_interpreter": fused_norm.supported(torch.zeros(1, 4, 2, 2), 2)}
+    for shape in SHAPES:
+        for with_add, silu, p in [(False, True, 0.0), (True, True, 0.0), (False, False, 0.0), (True, True, 0.5)]:
+            key = f"{shape} add={with_add} silu={silu} p={p}"
+            results[key + " fp32"] = case(shape, torch.float32, with_add, silu, p, device)
+    results["(2, 64, 4, 4, 8) bf16"] = case((2, 64, 4, 4, 8), torch.bfloat16, True, True, 0.0, device)
+    results["unet"] = unet_case(device)
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
