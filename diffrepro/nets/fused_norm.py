@@ -27,6 +27,7 @@ except ImportError:                                     # CPU-only installs: the
     triton = None
 
 MAX_SLAB = 16384        # values one program holds: (pixels, rounded up) x (channels per program)
+TUNE: dict = {}         # overrides of the launch shape, for benchmarks
 
 
 def _next_pow2(n: int) -> int:
@@ -54,52 +55,73 @@ def _blocks(HW: int, C: int, G: int):
     while gpb * 2 <= G and G % (gpb * 2) == 0 and block_hw * cg_p2 * gpb * 2 <= MAX_SLAB and cg_p2 * gpb * 2 <= 64:
         gpb *= 2
     num_warps = 16 if block_hw * cg_p2 * gpb >= 8192 else 8 if block_hw * cg_p2 * gpb >= 2048 else 4
+    if TUNE:                                            # benchmarks/bench_norm.py --sweep
+        gpb, num_warps = TUNE.get("gpb", gpb), TUNE.get("num_warps", num_warps)
     return block_hw, gpb, cg, cg_p2, num_warps
 
 
 if triton is not None:
     @triton.jit
-    def _slab(b, gb, HW, C, G, BLOCK_HW: tl.constexpr, GPB: tl.constexpr, CG: tl.constexpr, CG_P2: tl.constexpr):
-        """Offsets (pixel, group, channel-in-group) of this program's slab in a (B, H, W, C) tensor."""
-        hw = tl.arange(0, BLOCK_HW)[:, None, None]
-        g = gb * GPB + tl.arange(0, GPB)[None, :, None]
-        j = tl.arange(0, CG_P2)[None, None, :]
-        c = g * CG + j
-        cmask = (j < CG) & (g < G)
-        return b.to(tl.int64) * HW * C + hw * C + c, (hw < HW) & cmask, c, cmask
+    def _slab(gb, b, HW, C, G, BLOCK_HW: tl.constexpr, GPB: tl.constexpr, CG: tl.constexpr,
+              CG_P2: tl.constexpr):
+        """Offsets of this program's slab of a (B, H, W, C) tensor as a (pixel, channel) tile, its mask,
+        and the channel of each tile column (whose mask is cmask)."""
+        hw = tl.arange(0, BLOCK_HW)[:, None]
+        k = tl.arange(0, GPB * CG_P2)[None, :]
+        if CG == CG_P2:                                  # the tile's channels are contiguous
+            c = gb * (GPB * CG) + k
+            cmask = c < C
+        else:
+            g = gb * GPB + k // CG_P2
+            c = g * CG + k % CG_P2
+            cmask = (k % CG_P2 < CG) & (g < G)
+        offs = b.to(tl.int64) * HW * C + hw * C + c
+        if BLOCK_HW == HW:
+            mask = cmask
+        else:
+            mask = (hw < HW) & cmask
+        return offs, mask, c, cmask
+
+    @triton.jit
+    def _group_mean(v, n, BLOCK_HW: tl.constexpr, GPB: tl.constexpr, CG_P2: tl.constexpr):
+        """Per-group mean of a (pixel, channel) tile, broadcast back to a (1, channel) row."""
+        per_group = tl.sum(tl.reshape(tl.sum(v, axis=0), (GPB, CG_P2)), axis=1) / n            # (GPB,)
+        return tl.reshape(tl.broadcast_to(per_group[:, None], (GPB, CG_P2)), (GPB * CG_P2,))[None, :]
 
     @triton.jit
     def _gn_act_fwd(X, A, Wt, Bs, Y, Mean, Rstd, Seed, p, HW, C, G, eps,
                     HAS_ADD: tl.constexpr, SILU: tl.constexpr, DROPOUT: tl.constexpr,
                     BLOCK_HW: tl.constexpr, GPB: tl.constexpr, CG: tl.constexpr, CG_P2: tl.constexpr):
-        b, gb = tl.program_id(0), tl.program_id(1)
-        offs, mask, c, cmask = _slab(b, gb, HW, C, G, BLOCK_HW, GPB, CG, CG_P2)
+        gb, b = tl.program_id(0), tl.program_id(1)
+        offs, mask, c, cmask = _slab(gb, b, HW, C, G, BLOCK_HW, GPB, CG, CG_P2)
         z = tl.load(X + offs, mask=mask, other=0.0).to(tl.float32)
         if HAS_ADD:
             z = tl.where(mask, z + tl.load(A + b * C + c, mask=cmask, other=0.0).to(tl.float32), 0.0)
         n = HW * CG
-        mean = tl.sum(tl.sum(z, axis=2), axis=0) / n                           # (GPB,)
-        d = tl.where(mask, z - mean[None, :, None], 0.0)
-        rstd = 1.0 / tl.sqrt(tl.sum(tl.sum(d * d, axis=2), axis=0) / n + eps)
-        u = d * rstd[None, :, None] * tl.load(Wt + c, mask=cmask, other=0.0) + tl.load(Bs + c, mask=cmask, other=0.0)
+        mean = _group_mean(z, n, BLOCK_HW, GPB, CG_P2)
+        d = tl.where(mask, z - mean, 0.0)
+        rstd = 1.0 / tl.sqrt(_group_mean(d * d, n, BLOCK_HW, GPB, CG_P2) + eps)
+        u = d * rstd * tl.load(Wt + c, mask=cmask, other=0.0) + tl.load(Bs + c, mask=cmask, other=0.0)
         if SILU:
             u = u * tl.sigmoid(u)
         if DROPOUT:
             u = tl.where(tl.rand(tl.load(Seed), offs) >= p, u / (1.0 - p), 0.0)
         tl.store(Y + offs, u.to(Y.dtype.element_ty), mask=mask)
-        g = gb * GPB + tl.arange(0, GPB)
-        tl.store(Mean + b * G + g, mean, mask=g < G)
-        tl.store(Rstd + b * G + g, rstd, mask=g < G)
+        # one value per group: the first channel of each group stores it
+        first = (tl.arange(0, GPB * CG_P2) % CG_P2 == 0)[None, :] & cmask
+        g = c // CG
+        tl.store(Mean + b * G + g, mean, mask=first)
+        tl.store(Rstd + b * G + g, rstd, mask=first)
 
     @triton.jit
     def _gn_act_bwd(DY, X, A, Wt, Bs, Mean, Rstd, Seed, p, DX, DA, DW, DB, HW, C, G,
                     HAS_ADD: tl.constexpr, SILU: tl.constexpr, DROPOUT: tl.constexpr,
                     BLOCK_HW: tl.constexpr, GPB: tl.constexpr, CG: tl.constexpr, CG_P2: tl.constexpr):
-        b, gb = tl.program_id(0), tl.program_id(1)
-        offs, mask, c, cmask = _slab(b, gb, HW, C, G, BLOCK_HW, GPB, CG, CG_P2)
-        g = gb * GPB + tl.arange(0, GPB)
-        mean = tl.load(Mean + b * G + g, mask=g < G, other=0.0)[None, :, None]
-        rstd = tl.load(Rstd + b * G + g, mask=g < G, other=0.0)[None, :, None]
+        gb, b = tl.program_id(0), tl.program_id(1)
+        offs, mask, c, cmask = _slab(gb, b, HW, C, G, BLOCK_HW, GPB, CG, CG_P2)
+        g = c // CG
+        mean = tl.load(Mean + b * G + g, mask=cmask, other=0.0)
+        rstd = tl.load(Rstd + b * G + g, mask=cmask, other=0.0)
         z = tl.load(X + offs, mask=mask, other=0.0).to(tl.float32)
         if HAS_ADD:
             z = z + tl.load(A + b * C + c, mask=cmask, other=0.0).to(tl.float32)
@@ -112,17 +134,17 @@ if triton is not None:
             u = xhat * w + tl.load(Bs + c, mask=cmask, other=0.0)
             s = tl.sigmoid(u)
             du = du * s * (1.0 + u * (1.0 - s))
-        coffs = b * C + c                                                       # (1, GPB, CG_P2)
-        tl.store(DW + coffs, tl.sum(du * xhat, axis=0)[None, :, :], mask=cmask)  # summed over samples later
-        tl.store(DB + coffs, tl.sum(du, axis=0)[None, :, :], mask=cmask)
+        coffs = b * C + c                                                       # (1, channels)
+        tl.store(DW + coffs, tl.sum(du * xhat, axis=0)[None, :], mask=cmask)    # summed over samples later
+        tl.store(DB + coffs, tl.sum(du, axis=0)[None, :], mask=cmask)
         dxhat = du * w
         n = HW * CG
-        m1 = tl.sum(tl.sum(dxhat, axis=2), axis=0) / n
-        m2 = tl.sum(tl.sum(dxhat * xhat, axis=2), axis=0) / n
-        dz = tl.where(mask, rstd * (dxhat - m1[None, :, None] - xhat * m2[None, :, None]), 0.0)
+        m1 = _group_mean(dxhat, n, BLOCK_HW, GPB, CG_P2)
+        m2 = _group_mean(dxhat * xhat, n, BLOCK_HW, GPB, CG_P2)
+        dz = tl.where(mask, rstd * (dxhat - m1 - xhat * m2), 0.0)
         tl.store(DX + offs, dz.to(DX.dtype.element_ty), mask=mask)
         if HAS_ADD:
-            tl.store(DA + coffs, tl.sum(dz, axis=0)[None, :, :], mask=cmask)
+            tl.store(DA + coffs, tl.sum(dz, axis=0)[None, :], mask=cmask)
 
 
 def _channels_last(x):
@@ -144,7 +166,7 @@ def gn_act(x: torch.Tensor, add: Optional[torch.Tensor], weight: torch.Tensor, b
     mean = torch.empty(B, num_groups, device=x.device, dtype=torch.float32)
     rstd = torch.empty_like(mean)
     block_hw, gpb, cg, cg_p2, warps = _blocks(H * W, C, num_groups)
-    _gn_act_fwd[(B, triton.cdiv(num_groups, gpb))](
+    _gn_act_fwd[(triton.cdiv(num_groups, gpb), B)](
         x, add if add is not None else x, weight, bias, y, mean, rstd, seed if seed is not None else mean, p,
         H * W, C, num_groups, eps, HAS_ADD=add is not None, SILU=silu, DROPOUT=p > 0,
         BLOCK_HW=block_hw, GPB=gpb, CG=cg, CG_P2=cg_p2, num_warps=warps)
@@ -169,7 +191,7 @@ def gn_act_backward(dy: torch.Tensor, x: torch.Tensor, add: Optional[torch.Tenso
     dw, db = (torch.empty(B, C, device=x.device, dtype=torch.float32) for _ in range(2))
     da = torch.empty(B, C, device=x.device, dtype=torch.float32) if add is not None else dw.new_empty(0)
     block_hw, gpb, cg, cg_p2, warps = _blocks(H * W, C, num_groups)
-    _gn_act_bwd[(B, triton.cdiv(num_groups, gpb))](
+    _gn_act_bwd[(triton.cdiv(num_groups, gpb), B)](
         dy, x, add if add is not None else x, weight, bias, mean, rstd, seed if seed is not None else mean, p,
         dx, da if add is not None else dw, dw, db, H * W, C, num_groups,
         HAS_ADD=add is not None, SILU=silu, DROPOUT=p > 0,
