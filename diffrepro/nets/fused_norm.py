@@ -1,17 +1,17 @@
-"""Group norm + SiLU (+ dropout) in one GPU pass, for channels-last tensors.
+"""Group norm + SiLU (+ dropout) as one GPU kernel each way, for channels-last tensors.
 
     y = dropout(silu(GN(x + add)))          add: an optional per-(sample, channel) shift
 
-Written out by torch.compile, a group norm reads its input twice (statistics, then normalization)
-and its backward reads input and gradient twice more; dropout adds a mask written in the forward
-pass and read in the backward pass. Here one program holds a whole (sample, groups) slab in
-registers: the forward pass reads x once and writes y once, the backward pass reads x and dy once
-and writes dx once, and the dropout mask is regenerated from a seed instead of stored. The
-statistics are exact two-pass moments over the slab, in float32.
+Written out by torch.compile, a group norm is a statistics kernel and a normalization kernel, its
+backward two more, and dropout stores a mask in the forward pass that the backward pass reads. Here
+one program owns (one sample, 32 channels' worth of whole groups) and walks its pixels twice: once
+for the statistics, once to write the output, so the second read mostly comes from L2. The backward
+kernel does the same with x and dy. The dropout mask is regenerated from a seed, never stored.
+Statistics are float32 sums shifted by a first estimate of each channel's mean, combined per group
+by the law of total variance (as in norm.py).
 
-Used by norm.GroupNorm for CUDA channels-last inputs whose slab fits (H*W*C/G up to 16,384 values);
-everything else takes the plain PyTorch path, which the tests compare this one against.
-Set DIFFREPRO_FUSED_NORM=0 to turn it off.
+Used by norm.GroupNorm for CUDA channels-last inputs; everything else takes the plain PyTorch path,
+which the tests compare this one against. Set DIFFREPRO_FUSED_NORM=0 to turn it off.
 """
 from __future__ import annotations
 
@@ -26,7 +26,8 @@ try:
 except ImportError:                                     # CPU-only installs: the plain path is used
     triton = None
 
-MAX_SLAB = 16384        # values one program holds: (pixels, rounded up) x (channels per program)
+CHANNELS = 32           # channels per program (whole groups): 64 bytes of each pixel in bf16
+TILE = 2048             # values per loaded tile: (pixels) x (channels)
 TUNE: dict = {}         # overrides of the launch shape, for benchmarks
 
 
@@ -43,30 +44,28 @@ def supported(x: torch.Tensor, num_groups: int) -> bool:
     if x.dtype not in (torch.float32, torch.bfloat16, torch.float16):
         return False
     B, C, H, W = x.shape
-    return C % num_groups == 0 and _next_pow2(H * W) * _next_pow2(C // num_groups) <= MAX_SLAB
+    return C % num_groups == 0
 
 
 def _blocks(HW: int, C: int, G: int):
-    """Tile: all pixels (rounded up to a power of two) x GPB groups of CG channels, CG_P2 >= CG."""
-    block_hw, cg = _next_pow2(HW), C // G
+    """Tile: BLOCK pixels x GPB groups of CG channels (CG_P2 >= CG, a power of two)."""
+    cg = C // G
     cg_p2 = _next_pow2(cg)
-    gpb = 1
-    # more groups per program while the slab fits and a row stays within 64 channels (128 bytes)
-    while gpb * 2 <= G and G % (gpb * 2) == 0 and block_hw * cg_p2 * gpb * 2 <= MAX_SLAB and cg_p2 * gpb * 2 <= 64:
-        gpb *= 2
-    num_warps = 16 if block_hw * cg_p2 * gpb >= 8192 else 8 if block_hw * cg_p2 * gpb >= 2048 else 4
+    gpb = max(1, min(_next_pow2(G), CHANNELS // cg_p2))    # the last program may hold fewer groups
+    block = min(_next_pow2(HW), max(16, TILE // (gpb * cg_p2)))
+    num_warps = 4
     if TUNE:                                            # benchmarks/bench_norm.py --sweep
-        gpb, num_warps = TUNE.get("gpb", gpb), TUNE.get("num_warps", num_warps)
-    return block_hw, gpb, cg, cg_p2, num_warps
+        gpb, block, num_warps = TUNE.get("gpb", gpb), TUNE.get("block", block), TUNE.get("num_warps", num_warps)
+    return block, gpb, cg, cg_p2, num_warps
 
 
 if triton is not None:
     @triton.jit
-    def _slab(gb, b, HW, C, G, BLOCK_HW: tl.constexpr, GPB: tl.constexpr, CG: tl.constexpr,
-              CG_P2: tl.constexpr):
-        """Offsets of this program's slab of a (B, H, W, C) tensor as a (pixel, channel) tile, its mask,
-        and the channel of each tile column (whose mask is cmask)."""
-        hw = tl.arange(0, BLOCK_HW)[:, None]
+    def _chunk(start, gb, b, HW, C, G, BLOCK: tl.constexpr, GPB: tl.constexpr, CG: tl.constexpr,
+               CG_P2: tl.constexpr):
+        """Offsets of pixels start..start+BLOCK, this program's channels, of a (B, H, W, C) tensor as a
+        (pixel, channel) tile, its mask, and the channel of each column (valid where cmask)."""
+        hw = start + tl.arange(0, BLOCK)[:, None]
         k = tl.arange(0, GPB * CG_P2)[None, :]
         if CG == CG_P2:                                  # the tile's channels are contiguous
             c = gb * (GPB * CG) + k
@@ -75,76 +74,106 @@ if triton is not None:
             g = gb * GPB + k // CG_P2
             c = g * CG + k % CG_P2
             cmask = (k % CG_P2 < CG) & (g < G)
-        offs = b.to(tl.int64) * HW * C + hw * C + c
-        if BLOCK_HW == HW:
-            mask = cmask
-        else:
-            mask = (hw < HW) & cmask
-        return offs, mask, c, cmask
+        return b.to(tl.int64) * HW * C + hw * C + c, (hw < HW) & cmask, c, cmask
 
     @triton.jit
-    def _group_mean(v, n, BLOCK_HW: tl.constexpr, GPB: tl.constexpr, CG_P2: tl.constexpr):
-        """Per-group mean of a (pixel, channel) tile, broadcast back to a (1, channel) row."""
-        per_group = tl.sum(tl.reshape(tl.sum(v, axis=0), (GPB, CG_P2)), axis=1) / n            # (GPB,)
-        return tl.reshape(tl.broadcast_to(per_group[:, None], (GPB, CG_P2)), (GPB * CG_P2,))[None, :]
+    def _per_group(v, GPB: tl.constexpr, CG_P2: tl.constexpr):
+        """Sum over the channels of each group of a (1, channel) row, broadcast back to the row."""
+        g = tl.sum(tl.reshape(v, (GPB, CG_P2)), axis=1)
+        return tl.reshape(tl.broadcast_to(g[:, None], (GPB, CG_P2)), (1, GPB * CG_P2))
 
     @triton.jit
     def _gn_act_fwd(X, A, Wt, Bs, Y, Mean, Rstd, Seed, p, HW, C, G, eps,
                     HAS_ADD: tl.constexpr, SILU: tl.constexpr, DROPOUT: tl.constexpr,
-                    BLOCK_HW: tl.constexpr, GPB: tl.constexpr, CG: tl.constexpr, CG_P2: tl.constexpr):
+                    BLOCK: tl.constexpr, GPB: tl.constexpr, CG: tl.constexpr, CG_P2: tl.constexpr):
         gb, b = tl.program_id(0), tl.program_id(1)
-        offs, mask, c, cmask = _slab(gb, b, HW, C, G, BLOCK_HW, GPB, CG, CG_P2)
-        z = tl.load(X + offs, mask=mask, other=0.0).to(tl.float32)
-        if HAS_ADD:
-            z = tl.where(mask, z + tl.load(A + b * C + c, mask=cmask, other=0.0).to(tl.float32), 0.0)
-        n = HW * CG
-        mean = _group_mean(z, n, BLOCK_HW, GPB, CG_P2)
-        d = tl.where(mask, z - mean, 0.0)
-        rstd = 1.0 / tl.sqrt(_group_mean(d * d, n, BLOCK_HW, GPB, CG_P2) + eps)
-        u = d * rstd * tl.load(Wt + c, mask=cmask, other=0.0) + tl.load(Bs + c, mask=cmask, other=0.0)
-        if SILU:
-            u = u * tl.sigmoid(u)
+        offs, mask, c, cmask = _chunk(0, gb, b, HW, C, G, BLOCK, GPB, CG, CG_P2)
+        a = tl.load(A + b * C + c, mask=cmask, other=0.0).to(tl.float32) if HAS_ADD else 0.0
+        # pass 1: per-channel sums, shifted by the first chunk's channel means (no cancellation)
+        z = tl.where(mask, tl.load(X + offs, mask=mask, other=0.0).to(tl.float32) + a, 0.0)
+        shift = tl.sum(z, axis=0)[None, :] / tl.minimum(HW, BLOCK)
+        s1 = tl.zeros((BLOCK, GPB * CG_P2), tl.float32)
+        s2 = tl.zeros((BLOCK, GPB * CG_P2), tl.float32)
+        for start in range(0, HW, BLOCK):
+            offs, mask, c, cmask = _chunk(start, gb, b, HW, C, G, BLOCK, GPB, CG, CG_P2)
+            z = tl.where(mask, tl.load(X + offs, mask=mask, other=0.0).to(tl.float32) + a - shift, 0.0)
+            s1 += z
+            s2 += z * z
+        s1 = tl.sum(s1, axis=0)[None, :]
+        s2 = tl.sum(s2, axis=0)[None, :]
+        # per channel: mean and sum of squared deviations; per group: law of total variance
+        mean_c = shift + s1 / HW
+        m2_c = tl.where(cmask, s2 - s1 * s1 / HW, 0.0)
+        mean = _per_group(tl.where(cmask, mean_c, 0.0), GPB, CG_P2) / CG
+        dev = tl.where(cmask, mean_c - mean, 0.0)
+        var = (_per_group(m2_c, GPB, CG_P2) + HW * _per_group(dev * dev, GPB, CG_P2)) / (HW * CG)
+        rstd = 1.0 / tl.sqrt(var + eps)
+        scale = rstd * tl.load(Wt + c, mask=cmask, other=0.0)
+        shift = tl.load(Bs + c, mask=cmask, other=0.0) - mean * scale + a * scale
+        # pass 2: y = act(x * scale + shift), dropout
+        for start in range(0, HW, BLOCK):
+            offs, mask, c, cmask = _chunk(start, gb, b, HW, C, G, BLOCK, GPB, CG, CG_P2)
+            u = tl.load(X + offs, mask=mask, other=0.0).to(tl.float32) * scale + shift
+            if SILU:
+                u = u * tl.sigmoid(u)
+            if DROPOUT:
+                u = tl.where(tl.rand(tl.load(Seed), offs) >= p, u / (1.0 - p), 0.0)
+            tl.store(Y + offs, u.to(Y.dtype.element_ty), mask=mask)
+        first = (tl.arange(0, GPB * CG_P2) % CG_P2 == 0)[None, :] & cmask    # one store per group
+        tl.store(Mean + b * G + c // CG, mean, mask=first)
+        tl.store(Rstd + b * G + c // CG, rstd, mask=first)
+
+    @triton.jit
+    def _grad_u(DY, Seed, p, offs, mask, xhat, w, bias, SILU: tl.constexpr, DROPOUT: tl.constexpr):
+        """d loss / d u, u = xhat * w + bias the affine group-norm output, from dy (0 where masked)."""
+        du = tl.load(DY + offs, mask=mask, other=0.0).to(tl.float32)
         if DROPOUT:
-            u = tl.where(tl.rand(tl.load(Seed), offs) >= p, u / (1.0 - p), 0.0)
-        tl.store(Y + offs, u.to(Y.dtype.element_ty), mask=mask)
-        # one value per group: the first channel of each group stores it
-        first = (tl.arange(0, GPB * CG_P2) % CG_P2 == 0)[None, :] & cmask
-        g = c // CG
-        tl.store(Mean + b * G + g, mean, mask=first)
-        tl.store(Rstd + b * G + g, rstd, mask=first)
+            du = tl.where(tl.rand(tl.load(Seed), offs) >= p, du / (1.0 - p), 0.0)
+        if SILU:                                                                # silu'(u) = s (1 + u (1 - s))
+            u = xhat * w + bias
+            s = tl.sigmoid(u)
+            du = du * s * (1.0 + u * (1.0 - s))
+        return du
 
     @triton.jit
     def _gn_act_bwd(DY, X, A, Wt, Bs, Mean, Rstd, Seed, p, DX, DA, DW, DB, HW, C, G,
                     HAS_ADD: tl.constexpr, SILU: tl.constexpr, DROPOUT: tl.constexpr,
-                    BLOCK_HW: tl.constexpr, GPB: tl.constexpr, CG: tl.constexpr, CG_P2: tl.constexpr):
+                    BLOCK: tl.constexpr, GPB: tl.constexpr, CG: tl.constexpr, CG_P2: tl.constexpr):
         gb, b = tl.program_id(0), tl.program_id(1)
-        offs, mask, c, cmask = _slab(gb, b, HW, C, G, BLOCK_HW, GPB, CG, CG_P2)
-        g = c // CG
-        mean = tl.load(Mean + b * G + g, mask=cmask, other=0.0)
-        rstd = tl.load(Rstd + b * G + g, mask=cmask, other=0.0)
-        z = tl.load(X + offs, mask=mask, other=0.0).to(tl.float32)
-        if HAS_ADD:
-            z = z + tl.load(A + b * C + c, mask=cmask, other=0.0).to(tl.float32)
-        xhat = tl.where(mask, (z - mean) * rstd, 0.0)
+        offs, mask, c, cmask = _chunk(0, gb, b, HW, C, G, BLOCK, GPB, CG, CG_P2)
+        mean = tl.load(Mean + b * G + c // CG, mask=cmask, other=0.0)
+        rstd = tl.load(Rstd + b * G + c // CG, mask=cmask, other=0.0)
+        a = tl.load(A + b * C + c, mask=cmask, other=0.0).to(tl.float32) if HAS_ADD else 0.0
         w = tl.load(Wt + c, mask=cmask, other=0.0)
-        du = tl.load(DY + offs, mask=mask, other=0.0).to(tl.float32)          # masked lanes: 0
-        if DROPOUT:
-            du = tl.where(tl.rand(tl.load(Seed), offs) >= p, du / (1.0 - p), 0.0)
-        if SILU:                                                                # silu'(u) = s (1 + u (1 - s))
-            u = xhat * w + tl.load(Bs + c, mask=cmask, other=0.0)
-            s = tl.sigmoid(u)
-            du = du * s * (1.0 + u * (1.0 - s))
-        coffs = b * C + c                                                       # (1, channels)
-        tl.store(DW + coffs, tl.sum(du * xhat, axis=0)[None, :], mask=cmask)    # summed over samples later
-        tl.store(DB + coffs, tl.sum(du, axis=0)[None, :], mask=cmask)
-        dxhat = du * w
+        bias = tl.load(Bs + c, mask=cmask, other=0.0)
+        # pass 1: per-channel sums of du and du * xhat (the bias and weight gradients)
+        s_du = tl.zeros((BLOCK, GPB * CG_P2), tl.float32)
+        s_dux = tl.zeros((BLOCK, GPB * CG_P2), tl.float32)
+        for start in range(0, HW, BLOCK):
+            offs, mask, c, cmask = _chunk(start, gb, b, HW, C, G, BLOCK, GPB, CG, CG_P2)
+            xhat = tl.where(mask, (tl.load(X + offs, mask=mask, other=0.0).to(tl.float32) + a - mean) * rstd, 0.0)
+            du = _grad_u(DY, Seed, p, offs, mask, xhat, w, bias, SILU, DROPOUT)
+            s_du += du
+            s_dux += du * xhat
+        s_du = tl.sum(s_du, axis=0)[None, :]
+        s_dux = tl.sum(s_dux, axis=0)[None, :]
+        tl.store(DB + b * C + c, s_du, mask=cmask)                              # summed over samples later
+        tl.store(DW + b * C + c, s_dux, mask=cmask)
+        # dx = rstd (dxhat - mean_g(dxhat) - xhat mean_g(dxhat xhat)), dxhat = du * w
         n = HW * CG
-        m1 = _group_mean(dxhat, n, BLOCK_HW, GPB, CG_P2)
-        m2 = _group_mean(dxhat * xhat, n, BLOCK_HW, GPB, CG_P2)
-        dz = tl.where(mask, rstd * (dxhat - m1 - xhat * m2), 0.0)
-        tl.store(DX + offs, dz.to(DX.dtype.element_ty), mask=mask)
+        m1 = _per_group(w * s_du, GPB, CG_P2) / n
+        m2 = _per_group(w * s_dux, GPB, CG_P2) / n
+        s_dx = tl.zeros((BLOCK, GPB * CG_P2), tl.float32)
+        for start in range(0, HW, BLOCK):
+            offs, mask, c, cmask = _chunk(start, gb, b, HW, C, G, BLOCK, GPB, CG, CG_P2)
+            xhat = tl.where(mask, (tl.load(X + offs, mask=mask, other=0.0).to(tl.float32) + a - mean) * rstd, 0.0)
+            du = _grad_u(DY, Seed, p, offs, mask, xhat, w, bias, SILU, DROPOUT)
+            dz = tl.where(mask, rstd * (du * w - m1 - xhat * m2), 0.0)
+            tl.store(DX + offs, dz.to(DX.dtype.element_ty), mask=mask)
+            if HAS_ADD:
+                s_dx += dz
         if HAS_ADD:
-            tl.store(DA + coffs, tl.sum(dz, axis=0)[None, :], mask=cmask)
+            tl.store(DA + b * C + c, tl.sum(s_dx, axis=0)[None, :], mask=cmask)
 
 
 def _channels_last(x):
@@ -165,11 +194,11 @@ def gn_act(x: torch.Tensor, add: Optional[torch.Tensor], weight: torch.Tensor, b
     y = _empty_like(x)
     mean = torch.empty(B, num_groups, device=x.device, dtype=torch.float32)
     rstd = torch.empty_like(mean)
-    block_hw, gpb, cg, cg_p2, warps = _blocks(H * W, C, num_groups)
+    block, gpb, cg, cg_p2, warps = _blocks(H * W, C, num_groups)
     _gn_act_fwd[(triton.cdiv(num_groups, gpb), B)](
         x, add if add is not None else x, weight, bias, y, mean, rstd, seed if seed is not None else mean, p,
         H * W, C, num_groups, eps, HAS_ADD=add is not None, SILU=silu, DROPOUT=p > 0,
-        BLOCK_HW=block_hw, GPB=gpb, CG=cg, CG_P2=cg_p2, num_warps=warps)
+        BLOCK=block, GPB=gpb, CG=cg, CG_P2=cg_p2, num_warps=warps)
     return y, mean, rstd
 
 
@@ -190,12 +219,12 @@ def gn_act_backward(dy: torch.Tensor, x: torch.Tensor, add: Optional[torch.Tenso
     dx = _empty_like(x)
     dw, db = (torch.empty(B, C, device=x.device, dtype=torch.float32) for _ in range(2))
     da = torch.empty(B, C, device=x.device, dtype=torch.float32) if add is not None else dw.new_empty(0)
-    block_hw, gpb, cg, cg_p2, warps = _blocks(H * W, C, num_groups)
+    block, gpb, cg, cg_p2, warps = _blocks(H * W, C, num_groups)
     _gn_act_bwd[(triton.cdiv(num_groups, gpb), B)](
         dy, x, add if add is not None else x, weight, bias, mean, rstd, seed if seed is not None else mean, p,
         dx, da if add is not None else dw, dw, db, H * W, C, num_groups,
         HAS_ADD=add is not None, SILU=silu, DROPOUT=p > 0,
-        BLOCK_HW=block_hw, GPB=gpb, CG=cg, CG_P2=cg_p2, num_warps=warps)
+        BLOCK=block, GPB=gpb, CG=cg, CG_P2=cg_p2, num_warps=warps)
     return dx, da.to(add.dtype) if add is not None else da, dw.sum(0).to(weight.dtype), db.sum(0).to(bias.dtype)
 
 
