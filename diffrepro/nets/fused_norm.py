@@ -51,7 +51,9 @@ def _blocks(HW: int, C: int, G: int):
     """Tile: BLOCK pixels x GPB groups of CG channels (CG_P2 >= CG, a power of two)."""
     cg = C // G
     cg_p2 = _next_pow2(cg)
-    gpb = max(1, min(_next_pow2(G), CHANNELS // cg_p2))    # the last program may hold fewer groups
+    gpb = max(1, min(_next_pow2(G), CHANNELS // cg_p2))
+    while cg == cg_p2 and G % gpb:                          # whole groups in every program
+        gpb //= 2
     block = min(_next_pow2(HW), max(16, TILE // (gpb * cg_p2)))
     num_warps = 4
     if TUNE:                                            # benchmarks/bench_norm.py --sweep
@@ -67,9 +69,9 @@ if triton is not None:
         (pixel, channel) tile, its mask, and the channel of each column (valid where cmask)."""
         hw = start + tl.arange(0, BLOCK)[:, None]
         k = tl.arange(0, GPB * CG_P2)[None, :]
-        if CG == CG_P2:                                  # the tile's channels are contiguous
+        if CG == CG_P2:                # contiguous channels, all valid (GPB divides G): vector loads
             c = gb * (GPB * CG) + k
-            cmask = c < C
+            cmask = k < GPB * CG
         else:
             g = gb * GPB + k // CG_P2
             c = g * CG + k % CG_P2
