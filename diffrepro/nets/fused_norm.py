@@ -182,8 +182,8 @@ def _channels_last(x):
     return x.contiguous(memory_format=torch.channels_last)
 
 
-def _empty_like(x, dtype=None):
-    return torch.empty(x.shape, dtype=dtype or x.dtype, device=x.device).contiguous(memory_format=torch.channels_last)
+def _empty_like(x):
+    return torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
 
 
 @torch.library.custom_op("diffrepro::gn_act", mutates_args=())
