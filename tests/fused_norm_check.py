@@ -57,6 +57,17 @@ def case(shape, dtype, with_add, silu, p, device, offset=0.5, scale=2.0):
     return out
 
 
+def mask_case(device, p=0.3):
+    """Dropout masks: the kept fraction, and independence between two calls (different seeds) and
+    between neighbouring elements (a mask that repeats would show in either)."""
+    x = torch.randn(4, 32, 16, 16, device=device).to(memory_format=torch.channels_last)
+    w, b = torch.ones(32, device=device), torch.zeros(32, device=device)
+    k1, k2 = (fused_norm.group_norm_act(x, 8, w, b, 1e-6, silu=False, dropout=p) != 0 for _ in range(2))
+    k1, k2 = k1.permute(0, 2, 3, 1).flatten().double(), k2.permute(0, 2, 3, 1).flatten().double()
+    return {"n": k1.numel(), "kept": k1.mean().item(), "both_calls": (k1 * k2).mean().item(),
+            "both_neighbours": (k1[1:] * k1[:-1]).mean().item(), "expected_both": (1 - p) ** 2}
+
+
 def unet_case(device):
     """A small U-Net, fused vs plain (DIFFREPRO_FUSED_NORM=0): output and a parameter gradient."""
     import os
@@ -92,6 +103,7 @@ def main():
     results["(2, 32, 12, 12, 8) offset fp32"] = case((2, 32, 12, 12, 8), torch.float32, True, True, 0.0, device,
                                                       offset=50.0, scale=0.5)
     results["(2, 64, 4, 4, 8) bf16"] = case((2, 64, 4, 4, 8), torch.bfloat16, True, True, 0.0, device)
+    results["dropout_masks"] = mask_case(device)
     results["unet"] = unet_case(device)
     print(json.dumps(results))
 

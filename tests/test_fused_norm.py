@@ -29,6 +29,10 @@ def _run_check(*args):
 def _assert_close(results):
     assert results.pop("supported_cpu_interpreter") in (True, False)
     unet = results.pop("unet")
+    masks = results.pop("dropout_masks")                        # 32,768 draws: standard error ~0.003
+    assert abs(masks["kept"] - 0.7) < 0.015, masks
+    assert abs(masks["both_calls"] - masks["expected_both"]) < 0.015, masks
+    assert abs(masks["both_neighbours"] - masks["expected_both"]) < 0.015, masks
     bf16 = results.pop("(2, 64, 4, 4, 8) bf16")
     offset = results.pop("(2, 32, 12, 12, 8) offset fp32")     # mean 100 standard deviations from 0
     for name in ("y", "dx", "dadd", "dweight", "dbias"):         # float32 rounding of x itself: ~6e-6

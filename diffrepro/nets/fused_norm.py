@@ -6,7 +6,8 @@ Written out by torch.compile, a group norm is a statistics kernel and a normaliz
 backward two more, and dropout stores a mask in the forward pass that the backward pass reads. Here
 one program owns (one sample, 32 channels' worth of whole groups) and walks its pixels twice: once
 for the statistics, once to write the output, so the second read mostly comes from L2. The backward
-kernel does the same with x and dy. The dropout mask is regenerated from a seed, never stored.
+kernel does the same with x and dy. The dropout mask is regenerated from a seed (a hash of each
+element's index), never stored.
 Statistics are float32 sums shifted by a first estimate of each channel's mean, combined per group
 by the law of total variance (as in norm.py).
 
@@ -27,7 +28,7 @@ except ImportError:                                     # CPU-only installs: the
     triton = None
 
 CHANNELS = 32           # channels per program (whole groups): 64 bytes of each pixel in bf16
-TILE = 2048             # values per loaded tile: (pixels) x (channels)
+TILE = 8192             # values per loaded tile: (pixels) x (channels)
 TUNE: dict = {}         # overrides of the launch shape, for benchmarks
 
 
@@ -55,7 +56,7 @@ def _blocks(HW: int, C: int, G: int):
     while cg == cg_p2 and G % gpb:                          # whole groups in every program
         gpb //= 2
     block = min(_next_pow2(HW), max(16, TILE // (gpb * cg_p2)))
-    num_warps = 4
+    num_warps = max(4, min(16, block * gpb * cg_p2 // 512))
     if TUNE:                                            # benchmarks/bench_norm.py --sweep
         gpb, block, num_warps = TUNE.get("gpb", gpb), TUNE.get("block", block), TUNE.get("num_warps", num_warps)
     return block, gpb, cg, cg_p2, num_warps
@@ -83,6 +84,26 @@ if triton is not None:
         """Sum over the channels of each group of a (1, channel) row, broadcast back to the row."""
         g = tl.sum(tl.reshape(v, (GPB, CG_P2)), axis=1)
         return tl.reshape(tl.broadcast_to(g[:, None], (GPB, CG_P2)), (1, GPB * CG_P2))
+
+    @triton.jit
+    def _fmix(h):
+        """MurmurHash3's 32-bit finalizer: a bijection that mixes every input bit into every output bit."""
+        h ^= h >> 16
+        h *= 0x85EBCA6B
+        h ^= h >> 13
+        h *= 0xC2B2AE35
+        h ^= h >> 16
+        return h
+
+    @triton.jit
+    def _keep(Seed, offs, p):
+        """Dropout's keep mask: a keyed hash of each element's index, uniform in [0, 1), >= p. A few
+        integer operations per element (Philox, tl.rand, costs ~10x more and dominated the kernels)."""
+        seed = tl.load(Seed)
+        k1 = _fmix((seed & 0xFFFFFFFF).to(tl.uint32) ^ 0x9E3779B9)
+        k2 = _fmix(((seed >> 32) & 0xFFFFFFFF).to(tl.uint32) ^ k1)
+        h = _fmix(_fmix((offs & 0xFFFFFFFF).to(tl.uint32) ^ k1) ^ (offs >> 32).to(tl.uint32) ^ k2)
+        return (h >> 8).to(tl.float32) * (1.0 / 16777216.0) >= p
 
     @triton.jit
     def _gn_act_fwd(X, A, Wt, Bs, Y, Mean, Rstd, Seed, p, HW, C, G, eps,
@@ -119,7 +140,7 @@ if triton is not None:
             if SILU:
                 u = u * tl.sigmoid(u)
             if DROPOUT:
-                u = tl.where(tl.rand(tl.load(Seed), offs) >= p, u / (1.0 - p), 0.0)
+                u = tl.where(_keep(Seed, offs, p), u / (1.0 - p), 0.0)
             tl.store(Y + offs, u.to(Y.dtype.element_ty), mask=mask)
         first = (tl.arange(0, GPB * CG_P2) % CG_P2 == 0)[None, :] & cmask    # one store per group
         tl.store(Mean + b * G + c // CG, mean, mask=first)
@@ -130,7 +151,7 @@ if triton is not None:
         """d loss / d u, u = xhat * w + bias the affine group-norm output, from dy (0 where masked)."""
         du = tl.load(DY + offs, mask=mask, other=0.0).to(tl.float32)
         if DROPOUT:
-            du = tl.where(tl.rand(tl.load(Seed), offs) >= p, du / (1.0 - p), 0.0)
+            du = tl.where(_keep(Seed, offs, p), du / (1.0 - p), 0.0)
         if SILU:                                                                # silu'(u) = s (1 + u (1 - s))
             u = xhat * w + bias
             s = tl.sigmoid(u)
@@ -257,5 +278,5 @@ def group_norm_act(x: torch.Tensor, num_groups: int, weight: torch.Tensor, bias:
     """dropout(act(GN(x + add[:, :, None, None]))) through the fused kernels; see supported()."""
     seed = None
     if dropout > 0:
-        seed = torch.randint(0, 2 ** 31 - 1, (1,), device=x.device, dtype=torch.int64)
+        seed = torch.randint(-2 ** 63, 2 ** 63 - 1, (1,), device=x.device, dtype=torch.int64)
     return gn_act(x, add, weight, bias, seed, num_groups, eps, silu, float(dropout))[0]
