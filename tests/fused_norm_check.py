@@ -85,11 +85,12 @@ def unet_case(device):
         y = net(x, sigma)
         y.square().sum().backward()
         result[flag] = (y.detach(), net.enc["8x8_block0"].norm1.weight.grad.clone(),
-                        net.dec["8x8_block1"].norm0.weight.grad.clone())
+                        net.dec["8x8_block1"].norm0.weight.grad.clone(), net.dec["8x8_block1"].conv0.bias.grad.clone())
     norm.fused_norm.group_norm_act = fused
     norms = sum(isinstance(m, norm.GroupNorm) for m in net.modules())
     return {"fused_calls": len(calls), "norm_layers_x2": 2 * norms, "y": rel(result["1"][0], result["0"][0]),
-            "dnorm1_weight": rel(result["1"][1], result["0"][1]), "ddec_norm0_weight": rel(result["1"][2], result["0"][2])}
+            "dnorm1_weight": rel(result["1"][1], result["0"][1]), "ddec_norm0_weight": rel(result["1"][2], result["0"][2]),
+            "ddec_conv0_bias": rel(result["1"][3], result["0"][3])}
 
 
 def main():

@@ -36,16 +36,16 @@ def _next_pow2(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 
 
-def supported(x: torch.Tensor, num_groups: int) -> bool:
-    """Whether the fused kernels take this input (else the caller uses the plain path)."""
+def supported(x: torch.Tensor, num_groups: int, channels: Optional[int] = None) -> bool:
+    """Whether the fused kernels take this input, or an input like it with `channels` channels (else
+    the caller uses the plain path)."""
     if triton is None or os.environ.get("DIFFREPRO_FUSED_NORM", "1") == "0":
         return False
     if not (x.is_cuda or os.environ.get("TRITON_INTERPRET") == "1") or x.ndim != 4:
         return False
     if x.dtype not in (torch.float32, torch.bfloat16, torch.float16):
         return False
-    B, C, H, W = x.shape
-    return C % num_groups == 0
+    return (channels or x.shape[1]) % num_groups == 0
 
 
 def _blocks(HW: int, C: int, G: int):
@@ -98,11 +98,11 @@ if triton is not None:
     @triton.jit
     def _keep(Seed, offs, p):
         """Dropout's keep mask: a keyed hash of each element's index, uniform in [0, 1), >= p. A few
-        integer operations per element (Philox, tl.rand, costs ~10x more and dominated the kernels)."""
+        integer operations per element (Philox, tl.rand, costs several times more and dominated the kernels)."""
         seed = tl.load(Seed)
-        k1 = _fmix((seed & 0xFFFFFFFF).to(tl.uint32) ^ 0x9E3779B9)
+        k1 = _fmix((seed & 0xFFFFFFFF).to(tl.uint32) ^ 0x9E3779B9)                # per-call keys
         k2 = _fmix(((seed >> 32) & 0xFFFFFFFF).to(tl.uint32) ^ k1)
-        h = _fmix(_fmix((offs & 0xFFFFFFFF).to(tl.uint32) ^ k1) ^ (offs >> 32).to(tl.uint32) ^ k2)
+        h = _fmix(((offs & 0xFFFFFFFF).to(tl.uint32) ^ k1) * 0x9E3779B1 ^ ((offs >> 32).to(tl.uint32) + k2))
         return (h >> 8).to(tl.float32) * (1.0 / 16777216.0) >= p
 
     @triton.jit
@@ -236,7 +236,8 @@ def gn_act_backward(dy: torch.Tensor, x: torch.Tensor, add: Optional[torch.Tenso
                     bias: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor, seed: Optional[torch.Tensor],
                     num_groups: int, silu: bool, p: float
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(dx, d add per (sample, channel), d weight, d bias); d add is empty without `add`."""
+    """(dx, d add, d weight and d bias per (sample, channel)); d add is empty without `add`. The caller
+    sums the last two over samples, where torch.compile can fuse the sum with other work."""
     x, dy = _channels_last(x), _channels_last(dy)
     B, C, H, W = x.shape
     dx = _empty_like(x)
@@ -248,13 +249,14 @@ def gn_act_backward(dy: torch.Tensor, x: torch.Tensor, add: Optional[torch.Tenso
         dx, da if add is not None else dw, dw, db, H * W, C, num_groups,
         HAS_ADD=add is not None, SILU=silu, DROPOUT=p > 0,
         BLOCK=block, GPB=gpb, CG=cg, CG_P2=cg_p2, num_warps=warps)
-    return dx, da.to(add.dtype) if add is not None else da, dw.sum(0).to(weight.dtype), db.sum(0).to(bias.dtype)
+    return dx, da.to(add.dtype) if add is not None else da, dw, db
 
 
 @gn_act_backward.register_fake
 def _(dy, x, add, weight, bias, mean, rstd, seed, num_groups, silu, p):
     da = add.new_empty(add.shape) if add is not None else x.new_empty(0, dtype=torch.float32)
-    return _empty_like(x), da, weight.new_empty(weight.shape), bias.new_empty(bias.shape)
+    per_sample = x.new_empty(x.shape[:2], dtype=torch.float32)
+    return _empty_like(x), da, per_sample, per_sample.clone()
 
 
 def _setup_context(ctx, inputs, output):
@@ -267,7 +269,8 @@ def _setup_context(ctx, inputs, output):
 def _backward(ctx, dy, _dmean, _drstd):
     x, add, weight, bias, seed, mean, rstd = ctx.saved_tensors
     dx, da, dw, db = gn_act_backward(dy, x, add, weight, bias, mean, rstd, seed, ctx.num_groups, ctx.silu, ctx.p)
-    return dx, (da if add is not None else None), dw, db, None, None, None, None, None
+    return (dx, (da if add is not None else None), dw.sum(0).to(weight.dtype), db.sum(0).to(bias.dtype),
+            None, None, None, None, None)
 
 
 gn_act.register_autograd(_backward, setup_context=_setup_context)

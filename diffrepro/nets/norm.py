@@ -50,11 +50,15 @@ class GroupNorm(nn.GroupNorm):
             return group_norm_by_channel(x, self.num_groups, self.weight, self.bias, self.eps)
         return nnf.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
 
+    def fused(self, x: torch.Tensor) -> bool:
+        """Whether act() runs the fused kernels on x, or on an x-like tensor of num_channels channels."""
+        return self.affine and is_channels_last(x) and fused_norm.supported(x, self.num_groups, self.num_channels)
+
     def act(self, x: torch.Tensor, add: Optional[torch.Tensor] = None, silu: bool = True,
             dropout: float = 0.0) -> torch.Tensor:
         """dropout(silu(self(x + add[:, :, None, None]))): one fused GPU kernel each way for
         channels-last CUDA inputs (fused_norm.py), the same ops one by one otherwise."""
-        if self.affine and is_channels_last(x) and fused_norm.supported(x, self.num_groups):
+        if self.fused(x):
             return fused_norm.group_norm_act(x, self.num_groups, self.weight, self.bias, self.eps,
                                              add=add, silu=silu, dropout=dropout)
         if add is not None:

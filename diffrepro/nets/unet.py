@@ -77,9 +77,16 @@ class UNetBlock(nn.Module):
 
     def forward(self, x, emb):
         orig = x
-        x = self.conv0(self._resample(self.norm0.act(x)))
+        x = self._resample(self.norm0.act(x))
         dropout = self.dropout.p if self.training else 0.0
-        x = self.conv1(self.norm1.act(x, add=self.affine(emb).to(x.dtype), dropout=dropout))
+        if self.norm1.fused(x):
+            # conv0's bias joins the embedding's shift inside the fused norm: one pass less over x
+            x = nnf.conv2d(x, self.conv0.weight, None, padding=self.conv0.padding)
+            add = self.affine(emb).float() + self.conv0.bias.float()
+        else:
+            x = self.conv0(x)
+            add = self.affine(emb).to(x.dtype)
+        x = self.conv1(self.norm1.act(x, add=add, dropout=dropout))
         skip = orig if self.skip is None else self.skip(self._resample(orig))
         x = (x + skip) * self.skip_scale
         if self.num_heads:
