@@ -3,13 +3,13 @@
     y = dropout(silu(GN(x + add)))          add: an optional per-(sample, channel) shift
 
 Written out by torch.compile, a group norm is a statistics kernel and a normalization kernel, its
-backward two more, and dropout stores a mask in the forward pass that the backward pass reads. Here
-one program owns (one sample, 32 channels' worth of whole groups) and walks its pixels twice: once
-for the statistics, once to write the output, so the second read mostly comes from L2. The backward
-kernel does the same with x and dy. The dropout mask is regenerated from a seed (a hash of each
-element's index), never stored.
-Statistics are float32 sums shifted by a first estimate of each channel's mean, combined per group
-by the law of total variance (as in norm.py).
+backward two more, each reading whatever neighbouring pointwise work it fused, and dropout stores a
+mask in the forward pass that the backward pass reads. Here one program owns one sample's whole groups
+in 32 channels (64 contiguous bytes of each bf16 pixel) and walks its pixels twice: once for the
+statistics, once to write the output. The backward kernel does the same with x and dy. The dropout
+mask is regenerated from a seed (a hash of each element's index), never stored. Statistics are
+float32 sums shifted by a first estimate of each channel's mean, combined per group by the law of
+total variance (as in norm.py).
 
 Used by norm.GroupNorm for CUDA channels-last inputs; everything else takes the plain PyTorch path,
 which the tests compare this one against. Set DIFFREPRO_FUSED_NORM=0 to turn it off.
@@ -29,7 +29,6 @@ except ImportError:                                     # CPU-only installs: the
 
 CHANNELS = 32           # channels per program (whole groups): 64 bytes of each pixel in bf16
 TILE = 8192             # values per loaded tile: (pixels) x (channels)
-TUNE: dict = {}         # overrides of the launch shape, for benchmarks
 
 
 def _next_pow2(n: int) -> int:
@@ -57,8 +56,6 @@ def _blocks(HW: int, C: int, G: int):
         gpb //= 2
     block = min(_next_pow2(HW), max(16, TILE // (gpb * cg_p2)))
     num_warps = max(4, min(16, block * gpb * cg_p2 // 512))
-    if TUNE:                                            # benchmarks/bench_norm.py --sweep
-        gpb, block, num_warps = TUNE.get("gpb", gpb), TUNE.get("block", block), TUNE.get("num_warps", num_warps)
     return block, gpb, cg, cg_p2, num_warps
 
 
