@@ -66,9 +66,10 @@ def set_tuning(on: bool):
         inductor_config.coordinate_descent_tuning = True
 
 
-# GPU kernels by what they do, first match wins. Kernels that torch.compile generates are named
-# triton_{poi,red,per}_fused_<ops>: pointwise, or reductions (norm statistics and their gradients).
-KERNEL_KINDS = [("fused reduction (generated)", ("triton_red", "triton_per")),
+# GPU kernels by what they do, first match wins. diffrepro/nets/fused_norm.py's kernels are _gn_act_{fwd,bwd};
+# kernels that torch.compile generates are named triton_{poi,red,per}_fused_<ops>: pointwise, or reductions.
+KERNEL_KINDS = [("group norm (fused kernels)", ("_gn_act_fwd", "_gn_act_bwd")),
+                ("fused reduction (generated)", ("triton_red", "triton_per")),
                 ("fused pointwise (generated)", ("triton_poi", "triton_")),
                 ("attention", ("flash", "fmha", "sdpa", "attention")),
                 ("conv (cuDNN)", ("xmma", "cudnn", "implicit_gemm", "conv", "fprop", "dgrad", "wgrad")),
