@@ -93,16 +93,39 @@ def unet_case(device):
             "ddec_conv0_bias": rel(result["1"][3], result["0"][3])}
 
 
+# the two ways a program covers its slab: loaded once and kept (small slabs, the default here), or
+# walked twice in tiles (large slabs); small limits force the second on these small shapes
+LAYOUTS = {"resident": {}, "tiled": {"RESIDENT": 0, "RESIDENT_BWD": 0, "TILE": 128, "TILE_DROPOUT": 128}}
+
+
+def layout(name):
+    defaults = {k: getattr(fused_norm, k) for k in ("RESIDENT", "RESIDENT_BWD", "TILE", "TILE_DROPOUT")}
+    for k, v in {**defaults, **LAYOUTS[name]}.items():
+        setattr(fused_norm, k, v)
+    return defaults
+
+
+def launch_kinds(shape):
+    """(resident forward, resident backward, tiles per program) for this shape under the current limits."""
+    B, C, H, W, G = shape
+    fwd, bwd = fused_norm._blocks(H * W, C, G), fused_norm._blocks(H * W, C, G, backward=True)
+    return fwd[-1], bwd[-1], -(-H * W // fwd[0])
+
+
 def main():
     device = "cuda" if "--cuda" in sys.argv else "cpu"
     results = {"supported_cpu_interpreter": fused_norm.supported(torch.zeros(1, 4, 2, 2), 2)}
-    for shape in SHAPES:
-        for with_add, silu, p in [(False, True, 0.0), (True, True, 0.0), (False, False, 0.0), (True, True, 0.5)]:
-            key = f"{shape} add={with_add} silu={silu} p={p}"
-            results[key + " fp32"] = case(shape, torch.float32, with_add, silu, p, device)
-    # mean 100x the standard deviation: float32 sums of x and x^2 would lose the variance
-    results["(2, 32, 12, 12, 8) offset fp32"] = case((2, 32, 12, 12, 8), torch.float32, True, True, 0.0, device,
-                                                      offset=50.0, scale=0.5)
+    for name in LAYOUTS:
+        defaults = layout(name)
+        for shape in SHAPES:
+            results[f"{name} {shape} launch"] = launch_kinds(shape)
+            for with_add, silu, p in [(False, True, 0.0), (True, True, 0.0), (False, False, 0.0), (True, True, 0.5)]:
+                key = f"{name} {shape} add={with_add} silu={silu} p={p}"
+                results[key + " fp32"] = case(shape, torch.float32, with_add, silu, p, device)
+        results[f"{name} (2, 32, 12, 12, 8) offset fp32"] = case((2, 32, 12, 12, 8), torch.float32, True, True, 0.0,
+                                                                 device, offset=50.0, scale=0.5)
+        for k, v in defaults.items():
+            setattr(fused_norm, k, v)
     results["(2, 64, 4, 4, 8) bf16"] = case((2, 64, 4, 4, 8), torch.bfloat16, True, True, 0.0, device)
     results["dropout_masks"] = mask_case(device)
     results["unet"] = unet_case(device)

@@ -34,9 +34,17 @@ def _assert_close(results):
     assert abs(masks["both_calls"] - masks["expected_both"]) < 0.015, masks
     assert abs(masks["both_neighbours"] - masks["expected_both"]) < 0.015, masks
     bf16 = results.pop("(2, 64, 4, 4, 8) bf16")
-    offset = results.pop("(2, 32, 12, 12, 8) offset fp32")     # mean 100 standard deviations from 0
-    for name in ("y", "dx", "dadd", "dweight", "dbias"):         # float32 rounding of x itself: ~6e-6
-        assert offset[name] < 3e-5, (name, offset)
+    for layout in ("resident", "tiled"):
+        # each layout ran: every shape read once in the first, walked in several tiles in the second
+        launches = {k: tuple(results.pop(k)) for k in list(results) if k.startswith(layout) and k.endswith("launch")}
+        assert len(launches) == 5, launches
+        if layout == "resident":
+            assert all(v[:2] == (True, True) for v in launches.values()), launches
+        else:       # all but (2, 64, 4, 4, 8), whose 16 pixels make one tile of the smallest size
+            assert sum(v[:2] == (False, False) and v[2] >= 2 for v in launches.values()) == 4, launches
+        offset = results.pop(f"{layout} (2, 32, 12, 12, 8) offset fp32")   # mean 100 standard deviations from 0
+        for name in ("y", "dx", "dadd", "dweight", "dbias"):     # float32 rounding of x itself: ~6e-6
+            assert offset[name] < 3e-5, (name, layout, offset)
     for key, r in results.items():
         assert r.pop("channels_last") and r.pop("dtype_kept"), key
         kept = r.pop("kept_fraction", None)

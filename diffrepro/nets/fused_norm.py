@@ -27,8 +27,16 @@ try:
 except ImportError:                                     # CPU-only installs: the plain path is used
     triton = None
 
-CHANNELS = 32           # channels per program (whole groups): 64 bytes of each pixel in bf16
-TILE = 8192             # values per loaded tile: (pixels) x (channels)
+# Launch shapes, from a sweep over DDPM++'s activations on an H100 (benchmarks/bench_norm.py): tiles of
+# about 32 values per thread; a slab of at most RESIDENT values (RESIDENT_BWD in the backward pass,
+# which keeps x and dy) is loaded once and kept in registers, larger slabs are walked twice in tiles
+# of TILE values (TILE_DROPOUT with dropout, whose hash needs registers too) across CHANNELS channels.
+RESIDENT = 4096
+RESIDENT_BWD = 16384
+RESIDENT_TILE = 4096    # values per resident program, when several groups fit
+CHANNELS = 32           # tiled programs: channels (whole groups), 64 bytes of each pixel in bf16
+TILE = 8192
+TILE_DROPOUT = 4096
 
 
 def _next_pow2(n: int) -> int:
@@ -47,16 +55,24 @@ def supported(x: torch.Tensor, num_groups: int, channels: Optional[int] = None) 
     return (channels or x.shape[1]) % num_groups == 0
 
 
-def _blocks(HW: int, C: int, G: int):
-    """Tile: BLOCK pixels x GPB groups of CG channels (CG_P2 >= CG, a power of two)."""
+def _blocks(HW: int, C: int, G: int, backward: bool = False, dropout: bool = False):
+    """Launch shape: BLOCK pixels x GPB groups of CG channels (CG_P2 >= CG, a power of two), warps,
+    and whether one tile holds the program's whole slab (read once, kept in registers)."""
     cg = C // G
     cg_p2 = _next_pow2(cg)
-    gpb = max(1, min(_next_pow2(G), CHANNELS // cg_p2))
+    hw_p2 = _next_pow2(HW)
+    min_channels = max(cg_p2, 8 if backward else 16)
+    if hw_p2 * min_channels <= (RESIDENT_BWD if backward else RESIDENT):
+        channels = max(min_channels, min(_next_pow2(C), RESIDENT_TILE // hw_p2))
+        block = hw_p2
+    else:
+        channels = max(cg_p2, CHANNELS)
+        block = min(hw_p2, max(16, (TILE_DROPOUT if dropout or backward else TILE) // channels))
+    gpb = max(1, min(_next_pow2(G), channels // cg_p2))
     while cg == cg_p2 and G % gpb:                          # whole groups in every program
         gpb //= 2
-    block = min(_next_pow2(HW), max(16, TILE // (gpb * cg_p2)))
-    num_warps = max(4, min(16, block * gpb * cg_p2 // 512))
-    return block, gpb, cg, cg_p2, num_warps
+    num_warps = max(4, min(16, block * gpb * cg_p2 // 1024)) if block >= HW else 8
+    return block, gpb, cg, cg_p2, num_warps, block >= HW
 
 
 if triton is not None:
@@ -104,44 +120,60 @@ if triton is not None:
 
     @triton.jit
     def _gn_act_fwd(X, A, Wt, Bs, Y, Mean, Rstd, Seed, p, HW, C, G, eps,
-                    HAS_ADD: tl.constexpr, SILU: tl.constexpr, DROPOUT: tl.constexpr,
+                    HAS_ADD: tl.constexpr, SILU: tl.constexpr, DROPOUT: tl.constexpr, RESIDENT: tl.constexpr,
                     BLOCK: tl.constexpr, GPB: tl.constexpr, CG: tl.constexpr, CG_P2: tl.constexpr):
         gb, b = tl.program_id(0), tl.program_id(1)
         offs, mask, c, cmask = _chunk(0, gb, b, HW, C, G, BLOCK, GPB, CG, CG_P2)
         a = tl.load(A + b * C + c, mask=cmask, other=0.0).to(tl.float32) if HAS_ADD else 0.0
-        # pass 1: per-channel sums, shifted by the first chunk's channel means (no cancellation)
         z = tl.where(mask, tl.load(X + offs, mask=mask, other=0.0).to(tl.float32) + a, 0.0)
-        shift = tl.sum(z, axis=0)[None, :] / tl.minimum(HW, BLOCK)
-        s1 = tl.zeros((BLOCK, GPB * CG_P2), tl.float32)
-        s2 = tl.zeros((BLOCK, GPB * CG_P2), tl.float32)
-        for start in range(0, HW, BLOCK):
-            offs, mask, c, cmask = _chunk(start, gb, b, HW, C, G, BLOCK, GPB, CG, CG_P2)
-            z = tl.where(mask, tl.load(X + offs, mask=mask, other=0.0).to(tl.float32) + a - shift, 0.0)
-            s1 += z
-            s2 += z * z
-        s1 = tl.sum(s1, axis=0)[None, :]
-        s2 = tl.sum(s2, axis=0)[None, :]
+        if RESIDENT:
+            # the whole slab is z: per-channel mean, then squared deviations from it (two passes in registers)
+            mean_c = tl.sum(z, axis=0)[None, :] / HW
+            d = tl.where(mask, z - mean_c, 0.0)
+            m2_c = tl.where(cmask, tl.sum(d * d, axis=0)[None, :], 0.0)
+        else:
+            # pass 1: per-channel sums, shifted by the first chunk's channel means (no cancellation)
+            shift = tl.sum(z, axis=0)[None, :] / tl.minimum(HW, BLOCK)
+            s1 = tl.zeros((BLOCK, GPB * CG_P2), tl.float32)
+            s2 = tl.zeros((BLOCK, GPB * CG_P2), tl.float32)
+            for start in range(0, HW, BLOCK):
+                offs, mask, c, cmask = _chunk(start, gb, b, HW, C, G, BLOCK, GPB, CG, CG_P2)
+                zs = tl.where(mask, tl.load(X + offs, mask=mask, other=0.0).to(tl.float32) + a - shift, 0.0)
+                s1 += zs
+                s2 += zs * zs
+            s1 = tl.sum(s1, axis=0)[None, :]
+            s2 = tl.sum(s2, axis=0)[None, :]
+            mean_c = shift + s1 / HW
+            m2_c = tl.where(cmask, s2 - s1 * s1 / HW, 0.0)
         # per channel: mean and sum of squared deviations; per group: law of total variance
-        mean_c = shift + s1 / HW
-        m2_c = tl.where(cmask, s2 - s1 * s1 / HW, 0.0)
         mean = _per_group(tl.where(cmask, mean_c, 0.0), GPB, CG_P2) / CG
         dev = tl.where(cmask, mean_c - mean, 0.0)
         var = (_per_group(m2_c, GPB, CG_P2) + HW * _per_group(dev * dev, GPB, CG_P2)) / (HW * CG)
         rstd = 1.0 / tl.sqrt(var + eps)
         scale = rstd * tl.load(Wt + c, mask=cmask, other=0.0)
-        shift = tl.load(Bs + c, mask=cmask, other=0.0) - mean * scale + a * scale
-        # pass 2: y = act(x * scale + shift), dropout
-        for start in range(0, HW, BLOCK):
-            offs, mask, c, cmask = _chunk(start, gb, b, HW, C, G, BLOCK, GPB, CG, CG_P2)
-            u = tl.load(X + offs, mask=mask, other=0.0).to(tl.float32) * scale + shift
-            if SILU:
-                u = u * tl.sigmoid(u)
-            if DROPOUT:
-                u = tl.where(_keep(Seed, offs, p), u / (1.0 - p), 0.0)
-            tl.store(Y + offs, u.to(Y.dtype.element_ty), mask=mask)
+        shift = tl.load(Bs + c, mask=cmask, other=0.0) - mean * scale
+        if RESIDENT:
+            offs, mask, c, cmask = _chunk(0, gb, b, HW, C, G, BLOCK, GPB, CG, CG_P2)
+            _gn_act_store(Y, Seed, p, offs, mask, z * scale + shift, SILU, DROPOUT)
+        else:
+            # pass 2: y = act(x * scale + shift), dropout
+            shift += a * scale
+            for start in range(0, HW, BLOCK):
+                offs, mask, c, cmask = _chunk(start, gb, b, HW, C, G, BLOCK, GPB, CG, CG_P2)
+                u = tl.load(X + offs, mask=mask, other=0.0).to(tl.float32) * scale + shift
+                _gn_act_store(Y, Seed, p, offs, mask, u, SILU, DROPOUT)
         first = (tl.arange(0, GPB * CG_P2) % CG_P2 == 0)[None, :] & cmask    # one store per group
         tl.store(Mean + b * G + c // CG, mean, mask=first)
         tl.store(Rstd + b * G + c // CG, rstd, mask=first)
+
+    @triton.jit
+    def _gn_act_store(Y, Seed, p, offs, mask, u, SILU: tl.constexpr, DROPOUT: tl.constexpr):
+        """Store dropout(act(u))."""
+        if SILU:
+            u = u * tl.sigmoid(u)
+        if DROPOUT:
+            u = tl.where(_keep(Seed, offs, p), u / (1.0 - p), 0.0)
+        tl.store(Y + offs, u.to(Y.dtype.element_ty), mask=mask)
 
     @triton.jit
     def _grad_u(DY, Seed, p, offs, mask, xhat, w, bias, SILU: tl.constexpr, DROPOUT: tl.constexpr):
@@ -157,7 +189,7 @@ if triton is not None:
 
     @triton.jit
     def _gn_act_bwd(DY, X, A, Wt, Bs, Mean, Rstd, Seed, p, DX, DA, DW, DB, HW, C, G,
-                    HAS_ADD: tl.constexpr, SILU: tl.constexpr, DROPOUT: tl.constexpr,
+                    HAS_ADD: tl.constexpr, SILU: tl.constexpr, DROPOUT: tl.constexpr, RESIDENT: tl.constexpr,
                     BLOCK: tl.constexpr, GPB: tl.constexpr, CG: tl.constexpr, CG_P2: tl.constexpr):
         gb, b = tl.program_id(0), tl.program_id(1)
         offs, mask, c, cmask = _chunk(0, gb, b, HW, C, G, BLOCK, GPB, CG, CG_P2)
@@ -167,33 +199,46 @@ if triton is not None:
         w = tl.load(Wt + c, mask=cmask, other=0.0)
         bias = tl.load(Bs + c, mask=cmask, other=0.0)
         # pass 1: per-channel sums of du and du * xhat (the bias and weight gradients)
-        s_du = tl.zeros((BLOCK, GPB * CG_P2), tl.float32)
-        s_dux = tl.zeros((BLOCK, GPB * CG_P2), tl.float32)
-        for start in range(0, HW, BLOCK):
-            offs, mask, c, cmask = _chunk(start, gb, b, HW, C, G, BLOCK, GPB, CG, CG_P2)
+        if RESIDENT:                                    # the whole slab: xhat and du stay in registers
             xhat = tl.where(mask, (tl.load(X + offs, mask=mask, other=0.0).to(tl.float32) + a - mean) * rstd, 0.0)
             du = _grad_u(DY, Seed, p, offs, mask, xhat, w, bias, SILU, DROPOUT)
-            s_du += du
-            s_dux += du * xhat
-        s_du = tl.sum(s_du, axis=0)[None, :]
-        s_dux = tl.sum(s_dux, axis=0)[None, :]
+            s_du = tl.sum(du, axis=0)[None, :]
+            s_dux = tl.sum(du * xhat, axis=0)[None, :]
+        else:
+            s_du = tl.zeros((BLOCK, GPB * CG_P2), tl.float32)
+            s_dux = tl.zeros((BLOCK, GPB * CG_P2), tl.float32)
+            for start in range(0, HW, BLOCK):
+                offs, mask, c, cmask = _chunk(start, gb, b, HW, C, G, BLOCK, GPB, CG, CG_P2)
+                xhat = tl.where(mask, (tl.load(X + offs, mask=mask, other=0.0).to(tl.float32) + a - mean) * rstd, 0.0)
+                du = _grad_u(DY, Seed, p, offs, mask, xhat, w, bias, SILU, DROPOUT)
+                s_du += du
+                s_dux += du * xhat
+            s_du = tl.sum(s_du, axis=0)[None, :]
+            s_dux = tl.sum(s_dux, axis=0)[None, :]
         tl.store(DB + b * C + c, s_du, mask=cmask)                              # summed over samples later
         tl.store(DW + b * C + c, s_dux, mask=cmask)
         # dx = rstd (dxhat - mean_g(dxhat) - xhat mean_g(dxhat xhat)), dxhat = du * w
         n = HW * CG
         m1 = _per_group(w * s_du, GPB, CG_P2) / n
         m2 = _per_group(w * s_dux, GPB, CG_P2) / n
-        s_dx = tl.zeros((BLOCK, GPB * CG_P2), tl.float32)
-        for start in range(0, HW, BLOCK):
-            offs, mask, c, cmask = _chunk(start, gb, b, HW, C, G, BLOCK, GPB, CG, CG_P2)
-            xhat = tl.where(mask, (tl.load(X + offs, mask=mask, other=0.0).to(tl.float32) + a - mean) * rstd, 0.0)
-            du = _grad_u(DY, Seed, p, offs, mask, xhat, w, bias, SILU, DROPOUT)
+        if RESIDENT:
+            offs, mask, c, cmask = _chunk(0, gb, b, HW, C, G, BLOCK, GPB, CG, CG_P2)
             dz = tl.where(mask, rstd * (du * w - m1 - xhat * m2), 0.0)
             tl.store(DX + offs, dz.to(DX.dtype.element_ty), mask=mask)
             if HAS_ADD:
-                s_dx += dz
-        if HAS_ADD:
-            tl.store(DA + b * C + c, tl.sum(s_dx, axis=0)[None, :], mask=cmask)
+                tl.store(DA + b * C + c, tl.sum(dz, axis=0)[None, :], mask=cmask)
+        else:
+            s_dx = tl.zeros((BLOCK, GPB * CG_P2), tl.float32)
+            for start in range(0, HW, BLOCK):
+                offs, mask, c, cmask = _chunk(start, gb, b, HW, C, G, BLOCK, GPB, CG, CG_P2)
+                xhat = tl.where(mask, (tl.load(X + offs, mask=mask, other=0.0).to(tl.float32) + a - mean) * rstd, 0.0)
+                du = _grad_u(DY, Seed, p, offs, mask, xhat, w, bias, SILU, DROPOUT)
+                dz = tl.where(mask, rstd * (du * w - m1 - xhat * m2), 0.0)
+                tl.store(DX + offs, dz.to(DX.dtype.element_ty), mask=mask)
+                if HAS_ADD:
+                    s_dx += dz
+            if HAS_ADD:
+                tl.store(DA + b * C + c, tl.sum(s_dx, axis=0)[None, :], mask=cmask)
 
 
 def _channels_last(x):
@@ -214,10 +259,10 @@ def gn_act(x: torch.Tensor, add: Optional[torch.Tensor], weight: torch.Tensor, b
     y = _empty_like(x)
     mean = torch.empty(B, num_groups, device=x.device, dtype=torch.float32)
     rstd = torch.empty_like(mean)
-    block, gpb, cg, cg_p2, warps = _blocks(H * W, C, num_groups)
+    block, gpb, cg, cg_p2, warps, resident = _blocks(H * W, C, num_groups, dropout=p > 0)
     _gn_act_fwd[(triton.cdiv(num_groups, gpb), B)](
         x, add if add is not None else x, weight, bias, y, mean, rstd, seed if seed is not None else mean, p,
-        H * W, C, num_groups, eps, HAS_ADD=add is not None, SILU=silu, DROPOUT=p > 0,
+        H * W, C, num_groups, eps, HAS_ADD=add is not None, SILU=silu, DROPOUT=p > 0, RESIDENT=resident,
         BLOCK=block, GPB=gpb, CG=cg, CG_P2=cg_p2, num_warps=warps)
     return y, mean, rstd
 
@@ -240,11 +285,11 @@ def gn_act_backward(dy: torch.Tensor, x: torch.Tensor, add: Optional[torch.Tenso
     dx = _empty_like(x)
     dw, db = (torch.empty(B, C, device=x.device, dtype=torch.float32) for _ in range(2))
     da = torch.empty(B, C, device=x.device, dtype=torch.float32) if add is not None else dw.new_empty(0)
-    block, gpb, cg, cg_p2, warps = _blocks(H * W, C, num_groups)
+    block, gpb, cg, cg_p2, warps, resident = _blocks(H * W, C, num_groups, backward=True)
     _gn_act_bwd[(triton.cdiv(num_groups, gpb), B)](
         dy, x, add if add is not None else x, weight, bias, mean, rstd, seed if seed is not None else mean, p,
         dx, da if add is not None else dw, dw, db, H * W, C, num_groups,
-        HAS_ADD=add is not None, SILU=silu, DROPOUT=p > 0,
+        HAS_ADD=add is not None, SILU=silu, DROPOUT=p > 0, RESIDENT=resident,
         BLOCK=block, GPB=gpb, CG=cg, CG_P2=cg_p2, num_warps=warps)
     return dx, da.to(add.dtype) if add is not None else da, dw, db
 
