@@ -61,23 +61,6 @@ class TrainState:
     metrics: list = field(default_factory=list)       # rows: dict(step, nimg, metric, value, [sigma_bin])
 
 
-def batch_indices(step: int, batch_size: int, n: int, seed: int, _cache={}) -> torch.Tensor:
-    """Indices of step `step`'s batch: consecutive slices of per-epoch seeded permutations."""
-    pos = torch.arange(step * batch_size, (step + 1) * batch_size)
-    epochs, offsets = pos // n, pos % n
-    out = torch.empty(batch_size, dtype=torch.long)
-    for e in epochs.unique().tolist():
-        key = (seed, n, e)
-        if key not in _cache:
-            if len(_cache) > 8:
-                _cache.clear()
-            _cache[key] = torch.randperm(n, generator=generator("cpu", seed, "epoch", e))
-        sel = epochs == e
-        out[sel] = _cache[key][offsets[sel]]
-    return out
-
-
-
 def snapshot_file(ckpt_dir, step: int) -> Path:
     """Where a run keeps the EMA weights of the checkpoint at `step`."""
     return Path(ckpt_dir) / "snapshots" / f"step-{step:08d}.pt"
@@ -116,6 +99,7 @@ class Trainer:
                                     eps=cfg.adam_eps, fused=fused)
         self.state = TrainState()
         self._step_fn = self._train_step
+        self._perms = {}            # epoch -> that epoch's permutation of the data, on the device
         lo, hi = cfg.sigma_bin_range
         self.bin_edges = torch.linspace(math.log(lo), math.log(hi), cfg.sigma_bins + 1, device=self.device)
         self._reset_accumulators()
@@ -184,9 +168,25 @@ class Trainer:
         loss.backward()
         return loss.detach(), out
 
+    def _batch_indices(self, step: int) -> torch.Tensor:
+        """batch_indices(step, ...) on the training device. Each epoch's permutation crosses to the device
+        once: a per-step copy from (pageable) host memory would make the host wait for the GPU to finish
+        the previous step before it could queue the next one."""
+        n, b = self.data.shape[0], self.cfg.batch_size
+        start, stop = step * b, (step + 1) * b
+        parts = []
+        for epoch in range(start // n, (stop - 1) // n + 1):
+            if epoch not in self._perms:
+                if len(self._perms) > 1:
+                    self._perms.clear()
+                perm = torch.randperm(n, generator=generator("cpu", self.cfg.seed, "epoch", epoch))
+                self._perms[epoch] = perm.to(self.device)
+            parts.append(self._perms[epoch][max(start - epoch * n, 0):min(stop - epoch * n, n)])
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
     def step(self) -> torch.Tensor:
         cfg, k = self.cfg, self.state.step
-        idx = batch_indices(k, cfg.batch_size, self.data.shape[0], cfg.seed).to(self.device)
+        idx = self._batch_indices(k)
         if self.world > 1:          # this rank's slice of the global batch
             b = cfg.batch_size // self.world
             idx = idx[self.rank * b:(self.rank + 1) * b]

@@ -63,6 +63,19 @@ def test_same_seed_gives_bit_identical_weights():
     assert all(torch.equal(a, b) for a, b in zip(*finals))
 
 
+def test_batches_walk_seeded_epoch_permutations():
+    """Step k's batch is slice k of the concatenated per-epoch permutations, also when a batch spans
+    epochs or is larger than the data set (a few images, a large batch)."""
+    from diffrepro.seeding import generator
+    data = torch.rand(10, 2)
+    for batch in (4, 10, 25):
+        tr = _trainer(data, "mlp-small", steps=1, batch_size=batch, seed=3)
+        stream = torch.cat([torch.randperm(10, generator=generator("cpu", 3, "epoch", e)) for e in range(30)])
+        for k in list(range(9)) + [3, 0]:                 # also revisiting steps (resume)
+            assert torch.equal(tr._batch_indices(k), stream[k * batch:(k + 1) * batch]), (batch, k)
+        assert not torch.equal(stream[:10], stream[10:20])  # the epochs are shuffled differently
+
+
 def test_channels_last_training_follows_the_plain_layout():
     """The fast path's channels-last layout changes kernels, not math: the same run (no dropout, whose
     masks follow memory order) gives the same losses to float32 rounding, and weights that differ by a
