@@ -93,6 +93,11 @@ def unet_case(device):
             "ddec_conv0_bias": rel(result["1"][3], result["0"][3])}
 
 
+# DDPM++'s group size (8 channels) at 32x32 and 8x8: programs of 32 channels walking 4 tiles (8 with
+# dropout) in the forward pass and one resident group of 1024 pixels in the backward pass; all 32
+# groups of an 8x8 sample resident in one program
+DDPMPP_SHAPES = [(1, 64, 32, 32, 8), (2, 256, 8, 8, 32)]
+
 # the two ways a program covers its slab: loaded once and kept (small slabs, the default here), or
 # walked twice in tiles (large slabs); small limits force the second on these small shapes
 LAYOUTS = {"resident": {}, "tiled": {"RESIDENT": 0, "RESIDENT_BWD": 0, "TILE": 128, "TILE_DROPOUT": 128}}
@@ -122,6 +127,13 @@ def main():
             for with_add, silu, p in [(False, True, 0.0), (True, True, 0.0), (False, False, 0.0), (True, True, 0.5)]:
                 key = f"{name} {shape} add={with_add} silu={silu} p={p}"
                 results[key + " fp32"] = case(shape, torch.float32, with_add, silu, p, device)
+        if name == "resident":
+            # DDPM++'s own shapes under the default launch shapes: tiled forward, resident backward
+            for shape in DDPMPP_SHAPES:
+                results[f"ddpmpp {shape} launch"] = launch_kinds(shape)
+                for with_add, p in [(True, 0.1), (False, 0.0)]:     # without a shift: the zero-shift launch
+                    results[f"ddpmpp {shape} add={with_add} silu=True p={p} fp32"] = case(
+                        shape, torch.float32, with_add, True, p, device)
         results[f"{name} (2, 32, 12, 12, 8) offset fp32"] = case((2, 32, 12, 12, 8), torch.float32, True, True, 0.0,
                                                                  device, offset=50.0, scale=0.5)
         for k, v in defaults.items():
