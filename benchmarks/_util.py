@@ -36,6 +36,20 @@ class Timer:
         self.seconds = time.perf_counter() - self.t0
 
 
+def cuda_ms(fn, repeats: int = 20, warmup: int = 1) -> float:
+    """Milliseconds per call of fn() on the GPU, by CUDA events around `repeats` back-to-back calls."""
+    for _ in range(warmup):
+        fn()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda.synchronize()
+    start.record()
+    for _ in range(repeats):
+        fn()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / repeats
+
+
 def peak_memory_gib() -> float:
     return round(torch.cuda.max_memory_allocated() / 2 ** 30, 2) if torch.cuda.is_available() else float("nan")
 

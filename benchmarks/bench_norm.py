@@ -14,20 +14,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._util import write_result  # noqa: E402
+from benchmarks._util import cuda_ms, write_result  # noqa: E402
 from diffrepro.nets.norm import GroupNorm  # noqa: E402
-
-
-def cuda_ms(fn, repeats=20):
-    fn()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    torch.cuda.synchronize()
-    start.record()
-    for _ in range(repeats):
-        fn()
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end) / repeats
 
 
 def main(args):

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._util import write_result  # noqa: E402
+from benchmarks._util import cuda_ms, write_result  # noqa: E402
 from diffrepro.nets import fused_norm as F  # noqa: E402
 
 # DDPM++ at 32x32: (channels, resolution, group-norm calls per network evaluation)
@@ -42,19 +42,6 @@ def _forced_blocks(HW, C, G, backward=False, dropout=False):
     block, channels, warps = _choice[0]
     cg_p2 = F._next_pow2(C // G)
     return block, channels // cg_p2, C // G, cg_p2, warps, block >= HW
-
-
-def cuda_ms(fn, repeats=30):
-    for _ in range(3):
-        fn()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    torch.cuda.synchronize()
-    start.record()
-    for _ in range(repeats):
-        fn()
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end) / repeats
 
 
 def candidates(C, H, mode):
@@ -90,7 +77,7 @@ def main(args):
                 _choice[0] = choice
                 for name, a in (("shift", shift), ("none", None), ("zero", torch.zeros_like(shift))):
                     F.ZERO_SHIFT = name != "none"            # "none": the kernel compiled without a shift
-                    ms = cuda_ms(lambda: F.gn_act(x, a, w, b, seed, GROUPS, 1e-6, True, p))
+                    ms = cuda_ms(lambda: F.gn_act(x, a, w, b, seed, GROUPS, 1e-6, True, p), 30, 3)
                     rows.append([C, H, calls, choice, name, round(ms, 4), round(2 * gb / ms, 3)])
                     print(rows[-1], flush=True)
             F.ZERO_SHIFT = True
@@ -100,10 +87,10 @@ def main(args):
         for choice in candidates(C, H, args.mode):
             _choice[0] = choice
             if args.mode == "bwd":
-                ms = cuda_ms(lambda: F.gn_act_backward(x, x, shift, w, b, mean, rstd, seed, GROUPS, True, p))
+                ms = cuda_ms(lambda: F.gn_act_backward(x, x, shift, w, b, mean, rstd, seed, GROUPS, True, p), 30, 3)
                 passes = 3
             else:
-                ms = cuda_ms(lambda: F.gn_act(x, shift, w, b, seed, GROUPS, 1e-6, True, p))
+                ms = cuda_ms(lambda: F.gn_act(x, shift, w, b, seed, GROUPS, 1e-6, True, p), 30, 3)
                 passes = 2
             rows.append([C, H, calls, choice, round(ms, 4), round(passes * gb / ms, 3)])
             print(rows[-1], flush=True)
