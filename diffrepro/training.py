@@ -169,16 +169,17 @@ class Trainer:
         return loss.detach(), out
 
     def _batch_indices(self, step: int) -> torch.Tensor:
-        """batch_indices(step, ...) on the training device. Each epoch's permutation crosses to the device
-        once: a per-step copy from (pageable) host memory would make the host wait for the GPU to finish
-        the previous step before it could queue the next one."""
+        """Indices of step `step`'s batch, on the training device: consecutive slices of per-epoch seeded
+        permutations. Each epoch's permutation crosses to the device once: a per-step copy from (pageable)
+        host memory would make the host wait for the GPU to finish the previous step before it could
+        queue the next one."""
         n, b = self.data.shape[0], self.cfg.batch_size
         start, stop = step * b, (step + 1) * b
+        for epoch in [e for e in self._perms if e < start // n]:      # epochs this step has left behind
+            del self._perms[epoch]
         parts = []
         for epoch in range(start // n, (stop - 1) // n + 1):
             if epoch not in self._perms:
-                if len(self._perms) > 1:
-                    self._perms.clear()
                 perm = torch.randperm(n, generator=generator("cpu", self.cfg.seed, "epoch", epoch))
                 self._perms[epoch] = perm.to(self.device)
             parts.append(self._perms[epoch][max(start - epoch * n, 0):min(stop - epoch * n, n)])
