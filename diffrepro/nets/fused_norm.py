@@ -4,12 +4,13 @@
 
 Written out by torch.compile, a group norm is a statistics kernel and a normalization kernel, its
 backward two more, each reading whatever neighbouring pointwise work it fused, and dropout stores a
-mask in the forward pass that the backward pass reads. Here one program owns one sample's whole groups
-in 32 channels (64 contiguous bytes of each bf16 pixel) and walks its pixels twice: once for the
-statistics, once to write the output. The backward kernel does the same with x and dy. The dropout
-mask is regenerated from a seed (a hash of each element's index), never stored. Statistics are
-float32 sums shifted by a first estimate of each channel's mean, combined per group by the law of
-total variance (as in norm.py).
+mask in the forward pass that the backward pass reads. Here one program owns whole groups of one
+sample. When its slab (all pixels x its channels) fits one tile, it is read once and kept in registers,
+with exact two-pass statistics; otherwise the program walks its pixels twice in tiles of 32 channels
+(64 contiguous bytes of each bf16 pixel), once for float32 sums shifted by a first estimate of each
+channel's mean, once to write the output. The backward kernel does the same with x and dy. Channel
+statistics are combined per group by the law of total variance (as in norm.py). The dropout mask is
+regenerated from a seed (a hash of each element's index), never stored.
 
 Used by norm.GroupNorm for CUDA channels-last inputs; everything else takes the plain PyTorch path,
 which the tests compare this one against. Set DIFFREPRO_FUSED_NORM=0 to turn it off.
@@ -153,8 +154,7 @@ if triton is not None:
         rstd = 1.0 / tl.sqrt(var + eps)
         scale = rstd * tl.load(Wt + c, mask=cmask, other=0.0)
         shift = tl.load(Bs + c, mask=cmask, other=0.0) - mean * scale
-        if RESIDENT:
-            offs, mask, c, cmask = _chunk(0, gb, b, HW, C, G, BLOCK, GPB, CG, CG_P2)
+        if RESIDENT:                                    # offs and mask are still the slab's
             _gn_act_store(Y, Seed, p, offs, mask, z * scale + shift, SILU, DROPOUT)
         else:
             # pass 2: y = act(x * scale + shift), dropout
@@ -222,8 +222,7 @@ if triton is not None:
         n = HW * CG
         m1 = _per_group(w * s_du, GPB, CG_P2) / n
         m2 = _per_group(w * s_dux, GPB, CG_P2) / n
-        if RESIDENT:
-            offs, mask, c, cmask = _chunk(0, gb, b, HW, C, G, BLOCK, GPB, CG, CG_P2)
+        if RESIDENT:                                    # offs and mask are still the slab's
             dz = tl.where(mask, rstd * (du * w - m1 - xhat * m2), 0.0)
             tl.store(DX + offs, dz.to(DX.dtype.element_ty), mask=mask)
             if HAS_ADD:
