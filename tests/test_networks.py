@@ -107,3 +107,42 @@ def test_channels_last_upsampling_equals_interpolate():
     up = torch.nn.functional.interpolate(x_ref, scale_factor=2, mode="nearest")
     (up * torch.arange(up.numel()).reshape(up.shape)).sum().backward()
     assert torch.equal(x_cl.grad, x_ref.grad)
+
+
+@pytest.mark.parametrize("cin,cout,k", [(6, 10, 1), (3, 8, 3), (1, 5, 3), (16, 4, 3)])
+def test_matrix_product_convolutions_equal_conv2d_in_float64(cin, cout, k):
+    """Channels-last 1x1 convolutions (one matrix product) and 3x3 convolutions of few input channels
+    (im2col, padded columns) give F.conv2d's values and gradients; others take F.conv2d itself."""
+    from diffrepro.nets import conv
+    torch.manual_seed(0)
+    x = torch.randn(2, cin, 5, 7, dtype=torch.float64)
+    w, b = torch.randn(cout, cin, k, k, dtype=torch.float64), torch.randn(cout, dtype=torch.float64)
+    params = [t.clone().requires_grad_() for t in (x, w, b)]
+    x_cl = params[0].contiguous(memory_format=torch.channels_last)
+    taken = []
+    real_conv2d = torch.nn.functional.conv2d
+    conv.nnf.conv2d = lambda *a, **kw: taken.append("conv2d") or real_conv2d(*a, **kw)
+    try:
+        y = conv.conv2d(x_cl, params[1], params[2], padding=k // 2)
+    finally:
+        conv.nnf.conv2d = real_conv2d
+    expect_mm = cin > 1 and (k == 1 or cin * k * k <= conv.IM2COL_MAX_COLUMNS)   # 1 channel: both layouts coincide
+    assert taken == ([] if expect_mm else ["conv2d"])
+    assert y.is_contiguous(memory_format=torch.channels_last) or not expect_mm
+    ref_params = [t.clone().requires_grad_() for t in (x, w, b)]
+    ref = real_conv2d(*ref_params, padding=k // 2)
+    torch.testing.assert_close(y, ref, rtol=1e-12, atol=1e-12)
+    g = torch.randn_like(ref)
+    y.backward(g)
+    ref.backward(g)
+    for p, q in zip(params, ref_params):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-12, atol=1e-12)
+
+
+def test_unet_convolutions_state_dict_unchanged():
+    """The U-Net's convolutions are plain nn.Conv2d parameters: checkpoints load either way."""
+    import torch.nn as nn
+    net = build_network("tiny", channels=3)
+    convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
+    assert convs and all(type(m).__name__ == "Conv2d" and m.padding[0] == m.kernel_size[0] // 2 for m in convs)
+    assert any("skip.weight" in k for k in net.state_dict())

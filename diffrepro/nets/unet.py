@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as nnf
 from torch import nn
 
+from .conv import Conv2d
 from .embedding import build_embedding
 from .norm import GroupNorm, is_channels_last
 
@@ -22,7 +23,7 @@ def _group_norm(channels: int) -> nn.GroupNorm:
 
 
 def _conv(cin, cout, kernel, init_scale=1.0):
-    conv = nn.Conv2d(cin, cout, kernel, padding=kernel // 2)
+    conv = Conv2d(cin, cout, kernel, padding=kernel // 2)
     nn.init.xavier_uniform_(conv.weight, gain=init_scale)
     nn.init.zeros_(conv.bias)
     return conv
