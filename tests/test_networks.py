@@ -138,11 +138,3 @@ def test_matrix_product_convolutions_equal_conv2d_in_float64(cin, cout, k):
     for p, q in zip(params, ref_params):
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-12, atol=1e-12)
 
-
-def test_unet_convolutions_state_dict_unchanged():
-    """The U-Net's convolutions are plain nn.Conv2d parameters: checkpoints load either way."""
-    import torch.nn as nn
-    net = build_network("tiny", channels=3)
-    convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
-    assert convs and all(type(m).__name__ == "Conv2d" and m.padding[0] == m.kernel_size[0] // 2 for m in convs)
-    assert any("skip.weight" in k for k in net.state_dict())

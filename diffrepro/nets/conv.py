@@ -1,11 +1,12 @@
 """Convolutions that run as matrix products on channels-last tensors.
 
 A channels-last (B, C, H, W) tensor is stored as a (B*H*W, C) matrix, so a 1x1 convolution is one
-matrix product with the (C_out, C_in) weight and needs no copy in or out. On an H100 in bf16, cuBLAS
-runs DDPM++'s 1x1 convolutions at 2-3x the speed of cuDNN's implicit-GEMM kernels
-(benchmarks/RESULTS.md). A 3x3 convolution of very few input channels (the U-Net's first layer, 3
-channels) is also far from what tensor cores need; gathering its 3x3 neighbourhoods first (im2col,
-27 columns padded to 32) turns it into one product with a short inner dimension.
+matrix product with the (C_out, C_in) weight, its bias in the product's epilogue, and no copy in or
+out. Alone it runs as fast as cuDNN's kernel; in the U-Net its output is what attention needs: q, k
+and v are views of the (B*H*W, 3C) product, with no layout copies (benchmarks/RESULTS.md). A 3x3
+convolution of very few input channels (the U-Net's first layer, 3 channels) is far from what tensor
+cores need; gathering its 3x3 neighbourhoods first (im2col, 27 columns padded to 32) turns it into one
+product with a short inner dimension.
 
 The same sums as nn.Conv2d (the tests compare against F.conv2d in float64); inputs that are not
 channels-last take F.conv2d itself.
