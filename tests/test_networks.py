@@ -110,7 +110,7 @@ def test_channels_last_upsampling_equals_interpolate():
 
 
 @pytest.mark.parametrize("cin,cout,k", [(6, 10, 1), (3, 8, 3), (1, 5, 3), (16, 4, 3)])
-def test_matrix_product_convolutions_equal_conv2d_in_float64(cin, cout, k):
+def test_matrix_product_convolutions_equal_conv2d_in_float64(cin, cout, k, monkeypatch):
     """Channels-last 1x1 convolutions (one matrix product) and 3x3 convolutions of few input channels
     (im2col, padded columns) give F.conv2d's values and gradients; others take F.conv2d itself."""
     from diffrepro.nets import conv
@@ -121,11 +121,9 @@ def test_matrix_product_convolutions_equal_conv2d_in_float64(cin, cout, k):
     x_cl = params[0].contiguous(memory_format=torch.channels_last)
     taken = []
     real_conv2d = torch.nn.functional.conv2d
-    conv.nnf.conv2d = lambda *a, **kw: taken.append("conv2d") or real_conv2d(*a, **kw)
-    try:
-        y = conv.conv2d(x_cl, params[1], params[2], padding=k // 2)
-    finally:
-        conv.nnf.conv2d = real_conv2d
+    monkeypatch.setattr(conv.nnf, "conv2d", lambda *a, **kw: taken.append("conv2d") or real_conv2d(*a, **kw))
+    y = conv.conv2d(x_cl, params[1], params[2], padding=k // 2)
+    monkeypatch.undo()
     expect_mm = cin > 1 and (k == 1 or cin * k * k <= conv.IM2COL_MAX_COLUMNS)   # 1 channel: both layouts coincide
     assert taken == ([] if expect_mm else ["conv2d"])
     assert y.is_contiguous(memory_format=torch.channels_last) or not expect_mm
@@ -138,3 +136,10 @@ def test_matrix_product_convolutions_equal_conv2d_in_float64(cin, cout, k):
     for p, q in zip(params, ref_params):
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-12, atol=1e-12)
 
+
+def test_matrix_product_conv2d_refuses_what_it_does_not_compute():
+    from diffrepro.nets.conv import Conv2d
+    Conv2d(4, 8, 3, padding=1)
+    for kwargs in (dict(stride=2, padding=1), dict(padding=0), dict(groups=2, padding=1), dict(dilation=2, padding=1)):
+        with pytest.raises(ValueError, match="stride 1"):
+            Conv2d(4, 8, 3, **kwargs)

@@ -59,5 +59,13 @@ class Conv2d(nn.Conv2d):
     """nn.Conv2d (same parameters and state dict; stride 1, 'same' padding) whose channels-last
     inputs take `conv2d` above."""
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        k = self.kernel_size
+        if (self.stride != (1, 1) or self.dilation != (1, 1) or self.groups != 1 or k[0] != k[1]
+                or self.padding != (k[0] // 2, k[0] // 2) or self.padding_mode != "zeros"):
+            raise ValueError("Conv2d supports square kernels with stride 1, zero 'same' padding and one group only; "
+                             "use nn.Conv2d for anything else")
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return conv2d(x, self.weight, self.bias, self.padding[0])
