@@ -55,7 +55,7 @@ def main():
     ap.add_argument("--out", default="benchmarks/results/h100.json")
     args = ap.parse_args()
     torch.backends.cudnn.benchmark = True
-    chunks = [int(c) for c in args.chunks.split(",")]
+    chunks = [int(c) for c in args.chunks.split(",") if int(c) > 1]     # 1: the whole batch, always timed
     rows, totals = [], collections.Counter()
     for (xs, ws, pad), count in convolution_shapes(args.preset, args.resolution, args.channels).items():
         x = nnf.silu(torch.randn(args.batch, *xs, device="cuda", dtype=torch.bfloat16))
@@ -65,10 +65,10 @@ def main():
         row = {"input": list(xs), "weight": list(ws), "calls_per_evaluation": count}
         with torch.no_grad():
             row["cudnn_ms"] = round(cuda_ms(lambda: nnf.conv2d(x, w, None, 1, pad), 10, 3), 4)
-            if ws[2] == 1 or ws[1] * ws[2] * ws[3] <= conv_mm.IM2COL_MAX_COLUMNS:
+            if conv_mm.has_matrix_product_form(w):
                 row["matrix_product_ms"] = round(cuda_ms(lambda: conv_mm.conv2d(x, w, None, pad), 10, 3), 4)
             elif ws[2] == 3:
-                for parts in chunks[1:] if chunks[0] == 1 else chunks:
+                for parts in chunks:
                     xs_ = x.chunk(parts)
                     row[f"cudnn_in_{parts}_parts_ms"] = round(cuda_ms(lambda: [nnf.conv2d(t, w, None, 1, pad) for t in xs_], 10, 3), 4)
         row["cudnn_tflops"] = round(flop / row["cudnn_ms"] / 1e9, 1)

@@ -39,19 +39,23 @@ def _im2col(xh: torch.Tensor, k: int, columns: int) -> torch.Tensor:
     return torch.cat(parts, dim=-1)
 
 
+def has_matrix_product_form(weight: torch.Tensor) -> bool:
+    """Whether a channels-last input of this kernel takes a matrix product: 1x1, or few columns for im2col."""
+    _, cin, k, _ = weight.shape
+    return k == 1 or cin * k * k <= IM2COL_MAX_COLUMNS
+
+
 def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: int) -> torch.Tensor:
     """F.conv2d(x, weight, bias, padding=padding) for stride 1 and 'same' padding; a channels-last x
     takes a matrix product (1x1 kernels, or k x k kernels over few input channels)."""
     cout, cin, k, _ = weight.shape
-    if is_channels_last(x) and 2 * padding + 1 == k:
+    if is_channels_last(x) and 2 * padding + 1 == k and has_matrix_product_form(weight):
         xh = x.permute(0, 2, 3, 1)                                  # (B, H, W, C_in), no copy
         if k == 1:
             return _channels_last_view(nnf.linear(xh, weight.reshape(cout, cin), bias))
-        if cin * k * k <= IM2COL_MAX_COLUMNS:
-            columns = -(-cin * k * k // 8) * 8                      # rows of 16 bytes in bf16
-            w = weight.permute(0, 2, 3, 1).reshape(cout, k * k * cin)
-            w = nnf.pad(w, (0, columns - k * k * cin))
-            return _channels_last_view(nnf.linear(_im2col(xh, k, columns), w, bias))
+        columns = -(-cin * k * k // 8) * 8                          # rows of 16 bytes in bf16
+        w = nnf.pad(weight.permute(0, 2, 3, 1).reshape(cout, k * k * cin), (0, columns - k * k * cin))
+        return _channels_last_view(nnf.linear(_im2col(xh, k, columns), w, bias))
     return nnf.conv2d(x, weight, bias, padding=padding)
 
 
