@@ -2,18 +2,22 @@
 
     python benchmarks/bench_sample.py speed --preset ddpmpp-cifar --num 50000 --batch 2500 --mode fast
     python benchmarks/bench_sample.py speed --preset ddpmpp-cifar --num 2500 --batch 2500 --mode fp32
+    python benchmarks/bench_sample.py speed --preset ddpmpp-cifar --num 10000 --batch 1250 --streams 2
     python benchmarks/bench_sample.py profile --preset ddpmpp-cifar --batch 2500 --mode fast
     python benchmarks/bench_sample.py compare --preset ddpmpp-cifar --num 5000 --save cmp.npz [--model results/runs/<run>/model.pt]
     python benchmarks/bench_sample.py fid --load cmp.npz      # FID fast vs fp32 against the seed-to-seed FID
 
 `fast` = bf16 autocast + channels-last + torch.compile around the network (diffrepro.inference.make_fast);
-the sampler's own arithmetic stays in float64 as in EDM. Without --model the network has random weights
+the sampler's own arithmetic stays in float64 as in EDM. `--streams K` runs K samplers side by side, each
+in its own thread on its own CUDA stream with its own seeds, to see whether the GPU overlaps one
+sampler's memory-bound kernels with another's convolutions. Without --model the network has random weights
 with an active output layer (speed does not depend on the weights).
 """
 from __future__ import annotations
 
 import argparse
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -45,23 +49,54 @@ def denoiser(args, mode):
     return D, shape
 
 
+def draw_seeds(D, shape, seeds, steps):
+    with torch.no_grad():
+        return generate(D, shape, list(seeds), device="cuda", sampler="heun", num_steps=steps).samples.float()
+
+
 def draw(D, shape, num, batch, steps):
-    out = []
-    for start in range(0, num, batch):
-        seeds = list(range(start, start + batch))
-        with torch.no_grad():
-            x = generate(D, shape, seeds, device="cuda", sampler="heun", num_steps=steps).samples
-        out.append(x[: num - start].float())
-    return torch.cat(out)
+    return torch.cat([draw_seeds(D, shape, range(s, s + batch), steps)[: num - s] for s in range(0, num, batch)])
+
+
+def draw_on_streams(D, shape, num, batch, steps, k):
+    """draw() split over k threads, thread j drawing seeds [j*num/k, (j+1)*num/k) on its own stream."""
+    if num % (k * batch):
+        raise ValueError(f"--num {num} must be a multiple of --streams x --batch = {k * batch}")
+    parts, errors, streams, n = [None] * k, [], [torch.cuda.Stream() for _ in range(k)], num // k
+
+    def work(j):
+        try:
+            with torch.cuda.stream(streams[j]):
+                parts[j] = torch.cat([draw_seeds(D, shape, range(s, s + batch), steps)
+                                      for s in range(j * n, (j + 1) * n, batch)])
+        except BaseException as e:  # re-raised in the calling thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(j,)) for j in range(k)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    for s in streams:
+        torch.cuda.current_stream().wait_stream(s)
+    return torch.cat(parts)
 
 
 def speed(args):
     D, shape = denoiser(args, args.mode)
-    with Timer() as warm:     # compilation and autotuning happen on the first batch
+    run = (lambda num: draw(D, shape, num, args.batch, args.steps)) if args.streams == 1 else \
+        (lambda num: draw_on_streams(D, shape, num, args.batch, args.steps, args.streams))
+    with Timer() as warm:     # compilation and autotuning happen on the first batch (in one thread)
         draw(D, shape, args.batch, args.batch, args.steps)
+        if args.streams > 1:
+            run(args.batch * args.streams)
     with Timer() as t:
-        x = draw(D, shape, args.num, args.batch, args.steps)
-    write_result(args.out, f"sample-{args.preset}-{args.mode}{fast_variant(args)}-n{args.num}-b{args.batch}", {
+        x = run(args.num)
+    streams = f"-streams{args.streams}" if args.streams > 1 else ""
+    write_result(args.out, f"sample-{args.preset}-{args.mode}{fast_variant(args)}{streams}-n{args.num}-b{args.batch}", {
+        "streams": args.streams,
         "num_samples": args.num, "batch": args.batch, "nfe": 2 * args.steps - 1, "first_batch_s": round(warm.seconds, 1),
         "seconds": round(t.seconds, 1), "img_per_s": round(args.num / t.seconds, 1),
         "seconds_incl_first_batch": round(t.seconds + warm.seconds, 1), "peak_memory_gib": peak_memory_gib(),
@@ -119,6 +154,7 @@ if __name__ == "__main__":
     ap.add_argument("--num", type=int, default=50000)
     ap.add_argument("--batch", type=int, default=2500)
     ap.add_argument("--steps", type=int, default=18)
+    ap.add_argument("--streams", type=int, default=1, help="speed: samplers side by side on this many CUDA streams")
     ap.add_argument("--mode", choices=["fast", "fp32"], default="fast")
     ap.add_argument("--compile-mode", default=None, help="torch.compile mode of the fast path, e.g. max-autotune-no-cudagraphs")
     ap.add_argument("--tune", action="store_true", help="fast path: tune generated kernels (coordinate descent)")
