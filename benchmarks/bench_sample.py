@@ -54,8 +54,10 @@ def draw_seeds(D, shape, seeds, steps):
         return generate(D, shape, list(seeds), device="cuda", sampler="heun", num_steps=steps).samples.float()
 
 
-def draw(D, shape, num, batch, steps):
-    return torch.cat([draw_seeds(D, shape, range(s, s + batch), steps)[: num - s] for s in range(0, num, batch)])
+def draw(D, shape, num, batch, steps, first_seed=0):
+    """Samples of seeds first_seed .. first_seed + num - 1, in batches."""
+    end = first_seed + num
+    return torch.cat([draw_seeds(D, shape, range(s, s + batch), steps)[: end - s] for s in range(first_seed, end, batch)])
 
 
 def draw_on_streams(D, shape, num, batch, steps, k):
@@ -67,8 +69,7 @@ def draw_on_streams(D, shape, num, batch, steps, k):
     def work(j):
         try:
             with torch.cuda.stream(streams[j]):
-                parts[j] = torch.cat([draw_seeds(D, shape, range(s, s + batch), steps)
-                                      for s in range(j * n, (j + 1) * n, batch)])
+                parts[j] = draw(D, shape, n, batch, steps, first_seed=j * n)
         except BaseException as e:  # re-raised in the calling thread
             errors.append(e)
 
