@@ -143,3 +143,35 @@ def test_matrix_product_conv2d_refuses_what_it_does_not_compute():
     for kwargs in (dict(stride=2, padding=1), dict(padding=0), dict(groups=2, padding=1), dict(dilation=2, padding=1)):
         with pytest.raises(ValueError, match="stride 1"):
             Conv2d(4, 8, 3, **kwargs)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_upsampling_block_equals_its_definition_in_float64(channels_last):
+    """An upsampling block applies its 1x1 skip convolution before the nearest upsampling instead of
+    after (the two commute); its output and gradients must equal the block written as defined."""
+    import torch.nn.functional as F
+    from diffrepro.nets.unet import UNetBlock
+    torch.manual_seed(0)
+    block = UNetBlock(8, 12, emb_channels=16, up=True).double()
+    with torch.no_grad():
+        for p in block.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(3, 8, 5, 6, dtype=torch.float64).contiguous(memory_format=fmt).requires_grad_()
+    emb = torch.randn(3, 16, dtype=torch.float64)
+
+    def defined(x):
+        up = lambda t: F.interpolate(t, scale_factor=2, mode="nearest")   # noqa: E731
+        h = block.conv0(up(F.silu(block.norm0(x))))
+        h = block.conv1(F.silu(block.norm1(h + block.affine(emb)[:, :, None, None])))
+        return (h + block.skip(up(x))) * block.skip_scale
+
+    y, ref = block(x, emb), defined(x)
+    assert y.shape == (3, 12, 10, 12)
+    torch.testing.assert_close(y, ref, rtol=1e-12, atol=1e-12)
+    g = torch.randn_like(y)
+    gx, *gp = torch.autograd.grad(y, [x, *block.parameters()], g)
+    gx_ref, *gp_ref = torch.autograd.grad(ref, [x, *block.parameters()], g)
+    torch.testing.assert_close(gx, gx_ref, rtol=1e-12, atol=1e-12)
+    for a, b in zip(gp, gp_ref):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)

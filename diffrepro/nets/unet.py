@@ -88,7 +88,14 @@ class UNetBlock(nn.Module):
             x = self.conv0(x)
             add = self.affine(emb).to(x.dtype)
         x = self.conv1(self.norm1.act(x, add=add, dropout=dropout))
-        skip = orig if self.skip is None else self.skip(self._resample(orig))
+        if self.skip is None:
+            skip = orig
+        elif self.up:
+            # a 1x1 convolution commutes with nearest upsampling: the same sums at a quarter of the
+            # pixels, and the upsampled copy of the input is never written
+            skip = _upsample2x(self.skip(orig))
+        else:
+            skip = self.skip(self._resample(orig))
         x = (x + skip) * self.skip_scale
         if self.num_heads:
             x = (self.proj(self._attention(self.qkv(self.norm2.act(x, silu=False)))) + x) * self.skip_scale
