@@ -69,7 +69,8 @@ def fast_variant(args) -> str:
     """Name suffix of a fast-path variant from the command line (compile mode, layout, tuning); '' otherwise."""
     if args.mode != "fast":
         return ""
-    return ((f"-{args.compile_mode}" if args.compile_mode else "")
+    return ((f"-{args.precision}" if getattr(args, "precision", "bf16") != "bf16" else "")
+            + (f"-{args.compile_mode}" if args.compile_mode else "")
             + ("-nchw" if getattr(args, "no_channels_last", False) else "") + ("-tuned" if args.tune else ""))
 
 

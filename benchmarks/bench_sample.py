@@ -45,7 +45,7 @@ def denoiser(args, mode):
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = mode == "fast"
     if mode == "fast":
         set_tuning(args.tune)
-        make_fast(D, "bf16", compile=True, compile_mode=args.compile_mode)
+        make_fast(D, args.precision, compile=True, compile_mode=args.compile_mode)
     return D, shape
 
 
@@ -158,6 +158,7 @@ if __name__ == "__main__":
     ap.add_argument("--streams", type=int, default=1, help="speed: samplers side by side on this many CUDA streams")
     ap.add_argument("--mode", choices=["fast", "fp32"], default="fast")
     ap.add_argument("--compile-mode", default=None, help="torch.compile mode of the fast path, e.g. max-autotune-no-cudagraphs")
+    ap.add_argument("--precision", choices=["bf16", "fp16"], default="bf16", help="autocast dtype of the fast path")
     ap.add_argument("--tune", action="store_true", help="fast path: tune generated kernels (coordinate descent)")
     ap.add_argument("--save", default=None, help="compare: write both sample sets to this .npz")
     ap.add_argument("--load", default=None, help="fid: the .npz that compare --save wrote")

@@ -24,13 +24,16 @@ class AutocastNet(nn.Module):
 def make_fast(denoiser, precision: str = "bf16", compile: bool = True, channels_last: bool = True,
               compile_mode: str | None = None):
     """Modify `denoiser` (a Preconditioning, weights already loaded) in place for fast sampling.
+    `precision`: autocast to bf16 or fp16, or fp32 (no autocast).
     `compile_mode` is torch.compile's mode (e.g. "max-autotune-no-cudagraphs"); None is its default."""
     net = denoiser.net
     torch.backends.cudnn.benchmark = True   # every batch has the same shape
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
-    if precision == "bf16":
-        net = AutocastNet(net, torch.bfloat16, channels_last)
+    if precision in ("bf16", "fp16"):
+        net = AutocastNet(net, torch.bfloat16 if precision == "bf16" else torch.float16, channels_last)
+    elif precision != "fp32":
+        raise ValueError(f"precision must be bf16, fp16 or fp32, not {precision!r}")
     if compile:
         net = torch.compile(net, mode=compile_mode)
     denoiser.net = net
