@@ -46,6 +46,8 @@ def denoiser(args, mode):
     if mode == "fast":
         set_tuning(args.tune)
         make_fast(D, args.precision, compile=True, compile_mode=args.compile_mode)
+        if args.cudnn_heuristics:
+            torch.backends.cudnn.benchmark = False
     return D, shape
 
 
@@ -159,6 +161,8 @@ if __name__ == "__main__":
     ap.add_argument("--mode", choices=["fast", "fp32"], default="fast")
     ap.add_argument("--compile-mode", default=None, help="torch.compile mode of the fast path, e.g. max-autotune-no-cudagraphs")
     ap.add_argument("--precision", choices=["bf16", "fp16"], default="bf16", help="autocast dtype of the fast path")
+    ap.add_argument("--cudnn-heuristics", action="store_true",
+                    help="fast path: convolution algorithms from cuDNN's heuristics instead of timing them on the first call")
     ap.add_argument("--tune", action="store_true", help="fast path: tune generated kernels (coordinate descent)")
     ap.add_argument("--save", default=None, help="compare: write both sample sets to this .npz")
     ap.add_argument("--load", default=None, help="fid: the .npz that compare --save wrote")
