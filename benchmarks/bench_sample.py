@@ -3,6 +3,7 @@
     python benchmarks/bench_sample.py speed --preset ddpmpp-cifar --num 50000 --batch 2500 --mode fast
     python benchmarks/bench_sample.py speed --preset ddpmpp-cifar --num 2500 --batch 2500 --mode fp32
     python benchmarks/bench_sample.py speed --preset ddpmpp-cifar --num 10000 --batch 1250 --streams 2
+    python benchmarks/bench_sample.py speed --preset ddpmpp-cifar --num 10000 --precision fp16 [--cudnn-heuristics]
     python benchmarks/bench_sample.py profile --preset ddpmpp-cifar --batch 2500 --mode fast
     python benchmarks/bench_sample.py compare --preset ddpmpp-cifar --num 5000 --save cmp.npz [--model results/runs/<run>/model.pt]
     python benchmarks/bench_sample.py fid --load cmp.npz      # FID fast vs fp32 against the seed-to-seed FID
