@@ -121,7 +121,7 @@ if triton is not None:
         return (h >> 8).to(tl.float32) * (1.0 / 16777216.0) >= p
 
     @triton.jit
-    def _gn_act_fwd(X, A, Wt, Bs, Y, Mean, Rstd, Seed, p, HW, C, G, eps,
+    def _gn_act_fwd(X, A, Wt, Bs, Y, Mean, Rstd, Seed, p, HW, C, YC, G, eps,
                     HAS_ADD: tl.constexpr, SILU: tl.constexpr, DROPOUT: tl.constexpr, RESIDENT: tl.constexpr,
                     BLOCK: tl.constexpr, GPB: tl.constexpr, CG: tl.constexpr, CG_P2: tl.constexpr):
         gb, b = tl.program_id(0), tl.program_id(1)
@@ -155,26 +155,32 @@ if triton is not None:
         scale = rstd * tl.load(Wt + c, mask=cmask, other=0.0)
         shift = tl.load(Bs + c, mask=cmask, other=0.0) - mean * scale
         if RESIDENT:                                    # offs and mask are still the slab's
-            _gn_act_store(Y, Seed, p, offs, mask, z * scale + shift, SILU, DROPOUT)
+            _gn_act_store(Y, Seed, p, offs, _out(0, b, HW, YC, c, BLOCK), mask, z * scale + shift, SILU, DROPOUT)
         else:
             # pass 2: y = act(x * scale + shift), dropout
             shift += a * scale
             for start in range(0, HW, BLOCK):
                 offs, mask, c, cmask = _chunk(start, gb, b, HW, C, G, BLOCK, GPB, CG, CG_P2)
                 u = tl.load(X + offs, mask=mask, other=0.0).to(tl.float32) * scale + shift
-                _gn_act_store(Y, Seed, p, offs, mask, u, SILU, DROPOUT)
+                _gn_act_store(Y, Seed, p, offs, _out(start, b, HW, YC, c, BLOCK), mask, u, SILU, DROPOUT)
         first = (tl.arange(0, GPB * CG_P2) % CG_P2 == 0)[None, :] & cmask    # one store per group
         tl.store(Mean + b * G + c // CG, mean, mask=first)
         tl.store(Rstd + b * G + c // CG, rstd, mask=first)
 
     @triton.jit
-    def _gn_act_store(Y, Seed, p, offs, mask, u, SILU: tl.constexpr, DROPOUT: tl.constexpr):
-        """Store dropout(act(u))."""
+    def _out(start, b, HW, YC, c, BLOCK: tl.constexpr):
+        """Offsets in the output of the tile that _chunk(start, ...) gives, where the output's pixels are
+        YC channels apart (YC = C, or a slice of a wider tensor's channels)."""
+        return b.to(tl.int64) * HW * YC + (start + tl.arange(0, BLOCK)[:, None]) * YC + c
+
+    @triton.jit
+    def _gn_act_store(Y, Seed, p, offs, yoffs, mask, u, SILU: tl.constexpr, DROPOUT: tl.constexpr):
+        """Store dropout(act(u)) at Y + yoffs; the dropout mask hashes the input offsets."""
         if SILU:
             u = u * tl.sigmoid(u)
         if DROPOUT:
             u = tl.where(_keep(Seed, offs, p), u / (1.0 - p), 0.0)
-        tl.store(Y + offs, u.to(Y.dtype.element_ty), mask=mask)
+        tl.store(Y + yoffs, u.to(Y.dtype.element_ty), mask=mask)
 
     @triton.jit
     def _grad_u(DY, Seed, p, offs, mask, xhat, w, bias, SILU: tl.constexpr, DROPOUT: tl.constexpr):
@@ -266,7 +272,7 @@ def gn_act(x: torch.Tensor, add: Optional[torch.Tensor], weight: torch.Tensor, b
         add = torch.zeros(B, C, device=x.device, dtype=torch.float32)
     _gn_act_fwd[(triton.cdiv(num_groups, gpb), B)](
         x, add if add is not None else x, weight, bias, y, mean, rstd, seed if seed is not None else mean, p,
-        H * W, C, num_groups, eps, HAS_ADD=add is not None, SILU=silu, DROPOUT=p > 0, RESIDENT=resident,
+        H * W, C, C, num_groups, eps, HAS_ADD=add is not None, SILU=silu, DROPOUT=p > 0, RESIDENT=resident,
         BLOCK=block, GPB=gpb, CG=cg, CG_P2=cg_p2, num_warps=warps)
     return y, mean, rstd
 
@@ -329,3 +335,55 @@ def group_norm_act(x: torch.Tensor, num_groups: int, weight: torch.Tensor, bias:
     if dropout > 0:
         seed = torch.randint(-2 ** 63, 2 ** 63 - 1, (1,), device=x.device, dtype=torch.int64)
     return gn_act(x, add, weight, bias, seed, num_groups, eps, silu, float(dropout))[0]
+
+
+def parts_supported(parts: list[torch.Tensor], num_groups: int) -> bool:
+    """Whether group_norm_act_parts takes these parts: each one channels-last, supported, and made of
+    whole groups of their concatenation, and no gradient wanted (the parts path is forward-only)."""
+    if torch.is_grad_enabled() and any(p.requires_grad for p in parts):
+        return False
+    C = sum(p.shape[1] for p in parts)
+    if C % num_groups or len({(p.shape[0], *p.shape[2:], p.dtype, p.device) for p in parts}) != 1:
+        return False
+    cg = C // num_groups
+    return all(p.shape[1] % cg == 0 and p.is_contiguous(memory_format=torch.channels_last)
+               and supported(p, p.shape[1] // cg) for p in parts)
+
+
+@torch.library.custom_op("diffrepro::gn_act_parts", mutates_args=())
+def gn_act_parts(parts: list[torch.Tensor], weight: torch.Tensor, bias: torch.Tensor, num_groups: int, eps: float,
+                 silu: bool) -> torch.Tensor:
+    """act(GN(torch.cat(parts, 1))) without the concatenation: groups never straddle two parts, so each
+    part is normalized on its own groups, and written into its channels of the output."""
+    parts = [_channels_last(p) for p in parts]
+    C = sum(p.shape[1] for p in parts)
+    B, _, H, W = parts[0].shape
+    cg = C // num_groups
+    y = torch.empty(B, C, H, W, dtype=parts[0].dtype, device=parts[0].device, memory_format=torch.channels_last)
+    c0 = 0
+    for x in parts:
+        Cp = x.shape[1]
+        G = Cp // cg
+        stats = torch.empty(2, B, G, device=x.device, dtype=torch.float32)
+        block, gpb, _, cg_p2, warps, resident = _blocks(H * W, Cp, G)
+        shift = None if resident or not ZERO_SHIFT else torch.zeros(B, Cp, device=x.device, dtype=torch.float32)
+        _gn_act_fwd[(triton.cdiv(G, gpb), B)](
+            x, shift if shift is not None else x, weight[c0:c0 + Cp], bias[c0:c0 + Cp], y[:, c0:c0 + Cp],
+            stats[0], stats[1], stats, 0.0, H * W, Cp, C, G, eps, HAS_ADD=shift is not None, SILU=silu,
+            DROPOUT=False, RESIDENT=resident, BLOCK=block, GPB=gpb, CG=cg, CG_P2=cg_p2, num_warps=warps)
+        c0 += Cp
+    return y
+
+
+@gn_act_parts.register_fake
+def _(parts, weight, bias, num_groups, eps, silu):
+    B, _, H, W = parts[0].shape
+    return torch.empty(B, sum(p.shape[1] for p in parts), H, W, dtype=parts[0].dtype, device=parts[0].device,
+                       memory_format=torch.channels_last)
+
+
+def group_norm_act_parts(parts: list[torch.Tensor], num_groups: int, weight: torch.Tensor, bias: torch.Tensor,
+                         eps: float, silu: bool = True) -> torch.Tensor:
+    """act(GN(torch.cat(parts, 1))) through the fused kernel, without writing the concatenation; see
+    parts_supported()."""
+    return gn_act_parts(list(parts), weight, bias, num_groups, eps, silu)

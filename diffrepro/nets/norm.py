@@ -54,6 +54,16 @@ class GroupNorm(nn.GroupNorm):
         """Whether act() runs the fused kernels on x, or on an x-like tensor of num_channels channels."""
         return self.affine and is_channels_last(x) and fused_norm.supported(x, self.num_groups, self.num_channels)
 
+    def takes_parts(self, parts: list[torch.Tensor]) -> bool:
+        """Whether act_parts() runs the fused kernel on these parts without concatenating them."""
+        return self.affine and fused_norm.parts_supported(parts, self.num_groups)
+
+    def act_parts(self, parts: list[torch.Tensor], silu: bool = True) -> torch.Tensor:
+        """self.act(torch.cat(parts, 1), silu=silu), without writing the concatenation where takes_parts()."""
+        if self.takes_parts(parts):
+            return fused_norm.group_norm_act_parts(parts, self.num_groups, self.weight, self.bias, self.eps, silu=silu)
+        return self.act(torch.cat(parts, dim=1), silu=silu)
+
     def act(self, x: torch.Tensor, add: Optional[torch.Tensor] = None, silu: bool = True,
             dropout: float = 0.0) -> torch.Tensor:
         """dropout(silu(self(x + add[:, :, None, None]))): one fused GPU kernel each way for

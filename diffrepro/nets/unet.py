@@ -16,6 +16,7 @@ from torch import nn
 from .conv import Conv2d
 from .embedding import build_embedding
 from .norm import GroupNorm, is_channels_last
+from . import skip_matmul
 
 
 def _group_norm(channels: int) -> nn.GroupNorm:
@@ -76,27 +77,38 @@ class UNetBlock(nn.Module):
             x = nnf.avg_pool2d(x, 2)
         return x
 
+    def _takes_parts(self, parts):
+        """Whether this block reads a concatenated input as its parts (the inference kernels)."""
+        return (self.skip is not None and not (self.up or self.down) and self.norm0.takes_parts(parts)
+                and skip_matmul.supported(parts, self.skip.weight))
+
     def forward(self, x, emb):
-        orig = x
-        x = self._resample(self.norm0.act(x))
+        """x: the input, or a tuple of tensors that make it when concatenated along channels (a decoder
+        block's input and an encoder output); where the inference kernels take them, the concatenation is
+        never written."""
+        if isinstance(x, tuple):
+            x = x if self._takes_parts(list(x)) else torch.cat(x, dim=1)
+        parts = list(x) if isinstance(x, tuple) else [x]
+        h = self.norm0.act_parts(parts) if len(parts) > 1 else self._resample(self.norm0.act(x))
         dropout = self.dropout.p if self.training else 0.0
-        if self.norm1.fused(x):
-            # conv0's bias joins the embedding's shift inside the fused norm: one pass less over x
-            x = nnf.conv2d(x, self.conv0.weight, None, padding=self.conv0.padding)
+        if self.norm1.fused(h):
+            # conv0's bias joins the embedding's shift inside the fused norm: one pass less over h
+            h = nnf.conv2d(h, self.conv0.weight, None, padding=self.conv0.padding)
             add = self.affine(emb).float() + self.conv0.bias.float()
         else:
-            x = self.conv0(x)
-            add = self.affine(emb).to(x.dtype)
-        x = self.conv1(self.norm1.act(x, add=add, dropout=dropout))
+            h = self.conv0(h)
+            add = self.affine(emb).to(h.dtype)
+        h = self.conv1(self.norm1.act(h, add=add, dropout=dropout))
         if self.skip is None:
-            skip = orig
+            x = (h + x) * self.skip_scale
         elif self.up:
             # a 1x1 convolution commutes with nearest upsampling: the same sums at a quarter of the
             # pixels, and the upsampled copy of the input is never written
-            skip = _upsample2x(self.skip(orig))
+            x = (h + _upsample2x(self.skip(x))) * self.skip_scale
+        elif self.down:
+            x = (h + self.skip(self._resample(x))) * self.skip_scale
         else:
-            skip = self.skip(self._resample(orig))
-        x = (x + skip) * self.skip_scale
+            x = skip_matmul.skip_residual(parts, self.skip.weight, self.skip.bias, h, self.skip_scale)
         if self.num_heads:
             x = (self.proj(self._attention(self.qkv(self.norm2.act(x, silu=False)))) + x) * self.skip_scale
         return x
@@ -176,6 +188,6 @@ class SongUNet(nn.Module):
             skips.append(x)
         for name, block in self.dec.items():
             if x.shape[1] != block.norm0.num_channels:
-                x = torch.cat([x, skips.pop()], dim=1)
+                x = (x, skips.pop())                 # concatenated along channels by the block
             x = block(x, emb)
         return self.out_conv(self.out_norm.act(x))

@@ -1,0 +1,138 @@
+"""A residual block's 1x1 skip convolution and its residual sum as one matrix product, for inference:
+
+    out = (residual + conv1x1(torch.cat(parts, 1))) * scale
+
+In the U-Net's decoder the block input is the concatenation of the previous block's output and an
+encoder output. Written out, the concatenation is a copy of both, the skip convolution reads the copy
+and writes its product, and a pointwise kernel reads the product and the residual and writes the sum.
+Here one Triton program per (pixels x output channels) tile walks the inner dimension through each part
+in turn (a product over a concatenation is the sum of the parts' products with the matching columns of
+the weight), and adds the bias and the residual and scales in its epilogue: the parts and the residual
+are read once, the output written once, and neither the concatenation nor the product is ever stored.
+With fused_norm.group_norm_act_parts, which normalizes the parts without concatenating them either, a
+decoder block never writes its input's concatenation.
+
+Forward only (no gradient is wanted): used by unet.UNetBlock when sampling on a GPU with channels-last
+tensors; training and everything else take the plain path, which the tests compare this one against.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn.functional as nnf
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:                                     # CPU-only installs: the plain path is used
+    triton = None
+
+BLOCK_K = 64            # inner dimension per step: each part's channel count is a multiple of this
+MAX_PARTS = 2
+
+
+def plain(parts: list[torch.Tensor], weight: torch.Tensor, bias: torch.Tensor, residual: torch.Tensor,
+          scale: float) -> torch.Tensor:
+    """The same sums, one op at a time (the definition)."""
+    from .conv import conv2d
+    x = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+    return (residual + conv2d(x, weight, bias, 0)) * scale
+
+
+def _channels_last(x: torch.Tensor) -> bool:
+    return x.ndim == 4 and x.is_contiguous(memory_format=torch.channels_last)
+
+
+def supported(parts: list[torch.Tensor], weight: torch.Tensor) -> bool:
+    """Whether skip_residual takes the kernel for these parts and this 1x1 weight (else `plain`)."""
+    if triton is None or os.environ.get("DIFFREPRO_FUSED_SKIP", "1") == "0" or not 1 <= len(parts) <= MAX_PARTS:
+        return False
+    if torch.is_grad_enabled() and (weight.requires_grad or any(p.requires_grad for p in parts)):
+        return False
+    x = parts[0]
+    if not (x.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"):
+        return False
+    cout, cin, k, _ = weight.shape
+    return (k == 1 and cout % 64 == 0 and cin == sum(p.shape[1] for p in parts)
+            and x.dtype in (torch.float32, torch.bfloat16, torch.float16)
+            and all(_channels_last(p) and p.shape[1] % BLOCK_K == 0 and p.dtype == x.dtype
+                    and p.shape[0] == x.shape[0] and p.shape[2:] == x.shape[2:] for p in parts))
+
+
+if triton is not None:
+    def _configs():
+        return [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s)
+                for m, n, w, s in [(128, 256, 8, 3), (128, 128, 8, 4), (128, 128, 4, 4), (64, 256, 8, 4),
+                                   (256, 128, 8, 3)]]
+
+    def _prune(configs, named_args, **kwargs):
+        n = named_args["N"]
+        return [c for c in configs if n % c.kwargs["BLOCK_N"] == 0] or configs[-1:]
+
+    @triton.jit
+    def _skip_residual_kernel(A1, A2, Wt, Bias, R, Out, M, K1, K2, scale, N: tl.constexpr,
+                              HAS_A2: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr,
+                              BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+        # consecutive programs share their rows (pixels), so a row block is read from memory once
+        pid = tl.program_id(0)
+        pid_m, pid_n = pid // (N // BLOCK_N), pid % (N // BLOCK_N)
+        rm = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
+        rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        rk = tl.arange(0, BLOCK_K)
+        rows = rm[:, None] < M
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for k in range(0, K1, BLOCK_K):
+            a = tl.load(A1 + rm[:, None] * K1 + (k + rk)[None, :], mask=rows, other=0.0)
+            w = tl.load(Wt + (k + rk)[:, None] * N + rn[None, :])
+            acc = tl.dot(a, w, acc, input_precision=PRECISION)
+        if HAS_A2:                                  # the second part: the weight's next K2 rows
+            for k in range(0, K2, BLOCK_K):
+                a = tl.load(A2 + rm[:, None] * K2 + (k + rk)[None, :], mask=rows, other=0.0)
+                w = tl.load(Wt + (K1 + k + rk)[:, None] * N + rn[None, :])
+                acc = tl.dot(a, w, acc, input_precision=PRECISION)
+        offs = rm[:, None] * N + rn[None, :]
+        acc += tl.load(Bias + rn)[None, :].to(tl.float32)
+        acc += tl.load(R + offs, mask=rows, other=0.0).to(tl.float32)
+        tl.store(Out + offs, (acc * scale).to(Out.dtype.element_ty), mask=rows)
+
+    _skip_residual_tuned = triton.autotune(configs=_configs(), key=["M", "K1", "K2", "N"],
+                                           prune_configs_by={"early_config_prune": _prune})(_skip_residual_kernel)
+
+
+@torch.library.custom_op("diffrepro::skip_residual", mutates_args=())
+def _skip_residual_op(parts: list[torch.Tensor], weight: torch.Tensor, bias: torch.Tensor, residual: torch.Tensor,
+                      scale: float) -> torch.Tensor:
+    parts = [p.contiguous(memory_format=torch.channels_last) for p in parts]
+    x = parts[0]
+    B, _, H, W = x.shape
+    cout = weight.shape[0]
+    wt = weight.reshape(cout, -1).t().to(x.dtype).contiguous()                # (C_in, C_out)
+    residual = residual.to(x.dtype).contiguous(memory_format=torch.channels_last)
+    out = torch.empty(B, cout, H, W, dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
+    M, K1 = B * H * W, parts[0].shape[1]
+    a2, K2 = (parts[1], parts[1].shape[1]) if len(parts) > 1 else (x, 0)
+    args = (x, a2, wt, bias.float(), residual, out, M, K1, K2, float(scale), cout, K2 > 0,
+            "ieee" if x.dtype == torch.float32 else "tf32")           # float32 stays float32
+    if x.is_cuda:
+        _skip_residual_tuned[lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * (cout // meta["BLOCK_N"]),)](
+            *args, BLOCK_K=BLOCK_K)
+    else:                                                                       # Triton's interpreter (tests)
+        _skip_residual_kernel[(triton.cdiv(M, 64) * (cout // 64),)](*args, BLOCK_M=64, BLOCK_N=64, BLOCK_K=BLOCK_K)
+    return out
+
+
+@_skip_residual_op.register_fake
+def _(parts, weight, bias, residual, scale):
+    x = parts[0]
+    return torch.empty(x.shape[0], weight.shape[0], *x.shape[2:], dtype=x.dtype, device=x.device,
+                       memory_format=torch.channels_last)
+
+
+def skip_residual(parts: list[torch.Tensor], weight: torch.Tensor, bias: torch.Tensor, residual: torch.Tensor,
+                  scale: float) -> torch.Tensor:
+    """(residual + conv1x1(torch.cat(parts, 1), weight, bias)) * scale: one fused kernel where
+    supported(), else `plain`."""
+    if supported(parts, weight):
+        return _skip_residual_op(list(parts), weight, bias, residual, scale)
+    return plain(parts, weight, bias, residual, scale)

@@ -1,0 +1,118 @@
+"""Errors of the inference kernels that read a concatenation as its parts (fused_norm.gn_act_parts,
+skip_matmul.skip_residual) against float64, as JSON on stdout.
+
+Run by tests/test_parts_kernels.py in a process of its own with TRITON_INTERPRET=1, so that the Triton
+kernels run on the CPU (the interpreter); on a CUDA machine, pass --cuda to run them compiled.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+
+import torch
+import torch.nn.functional as nnf
+
+from diffrepro.nets import fused_norm, skip_matmul
+from diffrepro.nets.unet import SongUNet
+
+
+def rel(a, b):
+    return ((a.double().cpu() - b.double().cpu()).abs().max() / b.double().abs().max().clamp_min(1e-12)).item()
+
+
+def cl(x):
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def tensors(gen, *shapes, offset=0.5, scale=2.0):
+    return [torch.randn(*s, generator=gen) * scale + offset for s in shapes]
+
+
+def norm_case(channels, H, W, G, silu, device, dtype=torch.float32):
+    gen = torch.Generator().manual_seed(sum(channels) * 31 + H)
+    parts = tensors(gen, *[(2, c, H, W) for c in channels])
+    C = sum(channels)
+    weight, bias = 1 + 0.3 * torch.randn(C, generator=gen), 0.3 * torch.randn(C, generator=gen)
+    ref = nnf.group_norm(torch.cat(parts, 1).double(), G, weight.double(), bias.double(), 1e-6)
+    ref = nnf.silu(ref) if silu else ref
+    dev = [cl(p.to(device, dtype)) for p in parts]
+    supported = fused_norm.parts_supported(dev, G)
+    y = fused_norm.group_norm_act_parts(dev, G, weight.to(device), bias.to(device), 1e-6, silu=silu)
+    return {"y": rel(y, ref), "supported": supported, "channels_last": y.is_contiguous(memory_format=torch.channels_last),
+            "dtype_kept": y.dtype == dtype}
+
+
+def skip_case(channels, cout, H, W, device, dtype=torch.float32):
+    gen = torch.Generator().manual_seed(sum(channels) * 17 + cout + H * W)
+    parts = tensors(gen, *[(3, c, H, W) for c in channels])
+    residual, = tensors(gen, (3, cout, H, W))
+    weight = torch.randn(cout, sum(channels), 1, 1, generator=gen) / math.sqrt(sum(channels))
+    bias = torch.randn(cout, generator=gen)
+    scale = math.sqrt(0.5)
+    ref = (residual.double() + nnf.conv2d(torch.cat(parts, 1).double(), weight.double(), bias.double())) * scale
+    dev = [cl(p.to(device, dtype)) for p in parts]
+    w, b = weight.to(device), bias.to(device)
+    supported = skip_matmul.supported(dev, w)
+    y = skip_matmul.skip_residual(dev, w, b, cl(residual.to(device, dtype)), scale)
+    return {"y": rel(y, ref), "supported": supported, "channels_last": y.is_contiguous(memory_format=torch.channels_last),
+            "dtype_kept": y.dtype == dtype}
+
+
+def unet_case(device):
+    """A small U-Net without gradients: the parts kernels against the plain path (both off), and which
+    decoder blocks took the parts."""
+    torch.manual_seed(0)
+    net = SongUNet(img_resolution=8, in_channels=3, model_channels=32, channel_mult=(2, 2), num_blocks=1,
+                   attn_resolutions=(4,), dropout=0.0).to(device).to(memory_format=torch.channels_last).eval()
+    for m in net.modules():             # non-zero outputs everywhere (zero-initialised layers made active)
+        if isinstance(m, torch.nn.Conv2d):
+            torch.nn.init.normal_(m.weight, std=1 / math.sqrt(m.weight[0].numel()))
+    x = cl(torch.randn(2, 3, 8, 8, device=device))
+    sigma = torch.rand(2, device=device)
+    calls = []
+    fused = fused_norm.gn_act_parts
+    fused_norm.gn_act_parts = lambda *a, **k: calls.append(sum(p.shape[1] for p in a[0])) or fused(*a, **k)
+    out = {}
+    with torch.no_grad():
+        for flag in ("1", "0"):
+            os.environ["DIFFREPRO_FUSED_NORM"] = os.environ["DIFFREPRO_FUSED_SKIP"] = flag
+            out[flag] = net(x, sigma)
+    fused_norm.gn_act_parts = fused
+    return {"y": rel(out["1"], out["0"].double()), "parts_calls": calls}
+
+
+def main():
+    device = "cuda" if "--cuda" in sys.argv else "cpu"
+    results = {}
+    for name, limits in {"resident": {}, "tiled": {"RESIDENT": 0, "TILE": 128}}.items():
+        saved = {k: getattr(fused_norm, k) for k in limits}
+        for k, v in limits.items():
+            setattr(fused_norm, k, v)
+        # groups of 8 channels: parts of 64 + 32 channels (8 + 4 groups); 16 + 24 over 5x7 pixels
+        for channels, H, W, G in [((64, 32), 8, 8, 12), ((16, 24), 5, 7, 5)]:
+            for silu in (True, False):
+                results[f"norm {name} {channels} {H}x{W} G={G} silu={silu}"] = norm_case(channels, H, W, G, silu, device)
+        for k, v in saved.items():
+            setattr(fused_norm, k, v)
+    # a group that straddles two parts (20 | 44 channels, groups of 8): not taken
+    results["norm straddling supported"] = fused_norm.parts_supported(
+        [cl(torch.zeros(1, 20, 4, 4, device=device)), cl(torch.zeros(1, 44, 4, 4, device=device))], 8)
+    # two parts, one part; pixels not a multiple of the block (3 x 5 x 7 = 105)
+    for channels, cout in [((64, 128), 128), ((64,), 64), ((128, 64), 192)]:
+        results[f"skip {channels} -> {cout}"] = skip_case(channels, cout, 5, 7, device)
+    if device == "cuda":             # Triton's interpreter multiplies bf16 operands of tl.dot wrongly
+        results["skip bf16"] = skip_case((64, 64), 128, 4, 4, device, torch.bfloat16)
+    results["skip 32 channels supported"] = skip_matmul.supported(
+        [cl(torch.zeros(1, 32, 4, 4, device=device))], torch.zeros(64, 32, 1, 1, device=device))
+    with torch.enable_grad():
+        w = torch.zeros(64, 64, 1, 1, device=device, requires_grad=True)
+        results["skip with gradient supported"] = skip_matmul.supported([cl(torch.zeros(1, 64, 4, 4, device=device))], w)
+    results["unet"] = unet_case(device)
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    with torch.no_grad():
+        main()

@@ -1,0 +1,58 @@
+"""The inference kernels that read a decoder block's concatenated input as its parts, never writing the
+concatenation (fused_norm.gn_act_parts, skip_matmul.skip_residual), against float64 and against the
+plain path in a U-Net.
+
+On a CPU the Triton kernels run in Triton's interpreter, in a process of its own (tests/parts_check.py);
+on a GPU (`-m gpu`) they run compiled.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run_check(*args):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TRITON_INTERPRET": "0" if "--cuda" in args else "1"}
+    out = subprocess.run([sys.executable, str(ROOT / "tests" / "parts_check.py"), *args], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _assert_close(results, cuda):
+    # a group across two parts, a part of 32 channels (the kernel steps 64), or a gradient: the plain path
+    assert results.pop("norm straddling supported") is False
+    assert results.pop("skip 32 channels supported") is False
+    assert results.pop("skip with gradient supported") is False
+    unet = results.pop("unet")
+    # the U-Net's three decoder blocks whose input is 64 + 64 channels took the parts; the last one
+    # (64 + 32) was concatenated
+    assert unet["parts_calls"] == [128, 128, 128], unet
+    assert unet["y"] < 1e-5, unet
+    bf16 = results.pop("skip bf16", None)
+    assert (bf16 is not None) == cuda
+    if cuda:
+        assert bf16["supported"] and bf16["y"] < 1e-2, bf16
+    assert sum(k.startswith("norm") for k in results) == 8 and sum(k.startswith("skip") for k in results) == 3
+    for key, r in results.items():
+        assert r["supported"] and r["channels_last"] and r["dtype_kept"], (key, r)
+        assert r["y"] < 2e-6, (key, r)                      # float32 kernels vs float64
+
+
+def test_parts_kernels_interpreted():
+    _assert_close(_run_check(), cuda=False)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_parts_kernels_cuda():
+    _assert_close(_run_check("--cuda"), cuda=True)
