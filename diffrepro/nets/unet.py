@@ -98,20 +98,29 @@ class UNetBlock(nn.Module):
         else:
             h = self.conv0(h)
             add = self.affine(emb).to(h.dtype)
-        h = self.conv1(self.norm1.act(h, add=add, dropout=dropout))
-        if self.skip is None:
-            x = (h + x) * self.skip_scale
-        elif self.up:
-            # a 1x1 convolution commutes with nearest upsampling: the same sums at a quarter of the
-            # pixels, and the upsampled copy of the input is never written
-            x = (h + _upsample2x(self.skip(x))) * self.skip_scale
-        elif self.down:
-            x = (h + self.skip(self._resample(x))) * self.skip_scale
+        h = self.norm1.act(h, add=add, dropout=dropout)
+        if self.skip is not None and not (self.up or self.down) and skip_matmul.supported(parts, self.skip.weight):
+            # the skip product's epilogue adds conv1's bias with its own: one pass less over h
+            h = nnf.conv2d(h, self.conv1.weight, None, padding=self.conv1.padding)
+            x = skip_matmul.skip_residual(parts, self.skip.weight, self.skip.bias + self.conv1.bias, h, self.skip_scale)
         else:
-            x = skip_matmul.skip_residual(parts, self.skip.weight, self.skip.bias, h, self.skip_scale)
+            x = self._residual(h, x, parts)
         if self.num_heads:
             x = (self.proj(self._attention(self.qkv(self.norm2.act(x, silu=False)))) + x) * self.skip_scale
         return x
+
+    def _residual(self, h, x, parts):
+        """(conv1(h) + skip(x)) * skip_scale, one op at a time."""
+        h = self.conv1(h)
+        if self.skip is None:
+            return (h + x) * self.skip_scale
+        if self.up:
+            # a 1x1 convolution commutes with nearest upsampling: the same sums at a quarter of the
+            # pixels, and the upsampled copy of the input is never written
+            return (h + _upsample2x(self.skip(x))) * self.skip_scale
+        if self.down:
+            return (h + self.skip(self._resample(x))) * self.skip_scale
+        return skip_matmul.plain(parts, self.skip.weight, self.skip.bias, h, self.skip_scale)
 
     def _attention(self, qkv):
         # qkv's 3C channels split as (head, q/k/v, C/head), as in EDM; one token per pixel
