@@ -80,7 +80,7 @@ if __name__ == "__main__":
     ap.add_argument("--batch", type=int, default=2500)
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--configs", type=lambda s: [tuple(map(int, c.split(","))) for c in s.split(";")],
-                    default=skip_matmul.CONFIGS + [(128, 256, 8, 4), (256, 64, 8, 3), (64, 256, 4, 3)],
+                    default=skip_matmul.CONFIGS + [(128, 256, 8, 3), (128, 256, 8, 4), (64, 256, 8, 4), (128, 128, 8, 3)],
                     help="launch shapes to time, 'rows,columns,warps,stages;...'")
     ap.add_argument("--out", default="benchmarks/results/gpu.json")
     main(ap.parse_args())

@@ -62,8 +62,8 @@ def supported(parts: list[torch.Tensor], weight: torch.Tensor) -> bool:
 
 if triton is not None:
     # launch shapes (rows, columns, warps, stages) that benchmarks/bench_skip.py times; autotuned per shape
-    CONFIGS = [(128, 256, 8, 3), (128, 128, 8, 3), (128, 128, 4, 3), (128, 128, 4, 4), (64, 256, 8, 4),
-               (256, 128, 8, 3), (64, 128, 4, 4), (128, 64, 4, 4)]
+    CONFIGS = [(128, 128, 4, 3), (128, 128, 4, 2), (64, 128, 4, 4), (64, 128, 4, 3), (256, 128, 8, 3),
+               (128, 64, 4, 4)]
 
     def _configs():
         return [triton.Config({"BLOCK_M": m, "BLOCK_N": n, "PREFETCH": f}, num_warps=w, num_stages=s)
