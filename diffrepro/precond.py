@@ -17,6 +17,10 @@ SIGMA_DATA = 0.5
 def _as_sigma(sigma, x: torch.Tensor) -> torch.Tensor:
     """Broadcastable sigma of shape (B, 1, ..., 1) in float32 (or float64 if x is)."""
     dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    if isinstance(sigma, (int, float)):
+        # a number becomes a device tensor by a fill: a copy from host memory would make the host wait
+        # for the device at every call, and the GPU idle while the host queues the next call's kernels
+        return torch.full((x.shape[0], *([1] * (x.ndim - 1))), float(sigma), dtype=dtype, device=x.device)
     sigma = torch.as_tensor(sigma, dtype=dtype, device=x.device)
     if sigma.ndim == 0:
         sigma = sigma.expand(x.shape[0])

@@ -91,3 +91,23 @@ def test_edm_input_and_target_have_unit_variance():
     ve = VEPrecond(Zero())
     assert effective_target_scale(ve, 50.0).item() == pytest.approx(1.0, abs=1e-12)
     assert (ve.c_in(torch.tensor(50.0)) * (y + n * 50.0)).std().item() > 40
+
+
+class ScaledByNoise(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 1)
+
+    def forward(self, x, c_noise, class_labels=None):
+        return self.conv(x) * c_noise.reshape(-1, 1, 1, 1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_number_sigma_equals_tensor_sigma(dtype):
+    """A Python number as sigma (what the samplers pass) gives exactly the denoiser of the same sigma as a tensor."""
+    torch.manual_seed(0)
+    pre = EDMPrecond(ScaledByNoise().to(dtype))
+    x = torch.randn(4, 3, 4, 4, dtype=dtype)
+    with torch.no_grad():
+        for s in (0.002, 1 / 3, 80.0):
+            torch.testing.assert_close(pre(x, s), pre(x, torch.tensor(s, dtype=torch.float64)), rtol=0, atol=0)
