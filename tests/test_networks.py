@@ -148,7 +148,8 @@ def test_matrix_product_conv2d_refuses_what_it_does_not_compute():
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_upsampling_block_equals_its_definition_in_float64(channels_last):
     """An upsampling block applies its 1x1 skip convolution before the nearest upsampling instead of
-    after (the two commute); its output and gradients must equal the block written as defined."""
+    after (the two commute), and when sampling channels-last its conv0 as four 2x2 convolutions of the
+    input (conv.upsampled_conv3x3); its output and gradients must equal the block written as defined."""
     import torch.nn.functional as F
     from diffrepro.nets.unet import UNetBlock
     torch.manual_seed(0)
@@ -169,9 +170,27 @@ def test_upsampling_block_equals_its_definition_in_float64(channels_last):
     y, ref = block(x, emb), defined(x)
     assert y.shape == (3, 12, 10, 12)
     torch.testing.assert_close(y, ref, rtol=1e-12, atol=1e-12)
+    with torch.no_grad():       # without gradients, channels-last: conv0 reads the input unupsampled
+        torch.testing.assert_close(block(x, emb), ref, rtol=1e-12, atol=1e-12)
     g = torch.randn_like(y)
     gx, *gp = torch.autograd.grad(y, [x, *block.parameters()], g)
     gx_ref, *gp_ref = torch.autograd.grad(ref, [x, *block.parameters()], g)
     torch.testing.assert_close(gx, gx_ref, rtol=1e-12, atol=1e-12)
     for a, b in zip(gp, gp_ref):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("size", [(4, 7), (1, 1), (5, 5)])
+def test_upsampled_conv_equals_conv_of_upsampled_input_in_float64(size):
+    """conv.upsampled_conv3x3 gives F.conv2d of the nearest-upsampled input, both layouts, with and without bias."""
+    import torch.nn.functional as F
+    from diffrepro.nets.conv import upsampled_conv3x3
+    torch.manual_seed(0)
+    w, b = torch.randn(6, 5, 3, 3, dtype=torch.float64), torch.randn(6, dtype=torch.float64)
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        x = torch.randn(2, 5, *size, dtype=torch.float64).contiguous(memory_format=fmt)
+        up = F.interpolate(x, scale_factor=2, mode="nearest")
+        for bias in (None, b):
+            y = upsampled_conv3x3(x, w, bias)
+            torch.testing.assert_close(y, F.conv2d(up, w, bias, padding=1), rtol=1e-12, atol=1e-12)
+            assert y.is_contiguous(memory_format=fmt) or x.is_contiguous()     # 1x1: both layouts at once

@@ -73,3 +73,23 @@ class Conv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return conv2d(x, self.weight, self.bias, self.padding[0])
+
+
+def upsampled_conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """F.conv2d(nearest 2x upsampling of x, weight, bias, padding=1) for a 3x3 weight, without writing
+    the upsampled input. Each of the output's four pixel phases (even/odd row, even/odd column) is a 2x2
+    convolution of x itself: the 3x3 taps that land on the same input pixel are summed into one. The same
+    sums in another order, with 4 products per output instead of 9."""
+    B, _, H, W = x.shape
+    w = weight
+    # phase 0 reads input rows (i-1, i) with taps (w0, w1 + w2), phase 1 rows (i, i+1) with (w0 + w1, w2)
+    rows = [torch.stack([w[:, :, 0], w[:, :, 1] + w[:, :, 2]], 2), torch.stack([w[:, :, 0] + w[:, :, 1], w[:, :, 2]], 2)]
+    kernels = [[torch.stack([r[..., 0], r[..., 1] + r[..., 2]], -1), torch.stack([r[..., 0] + r[..., 1], r[..., 2]], -1)]
+               for r in rows]
+    # with padding 1 a 2x2 convolution's output r reads input rows (r-1, r): phase py is rows py .. py+H-1
+    phases = [[nnf.conv2d(x, kernels[py][px], None, padding=1)[:, :, py:py + H, px:px + W] for px in (0, 1)]
+              for py in (0, 1)]
+    y = torch.stack([torch.stack(row, -1) for row in phases], -3).reshape(B, -1, 2 * H, 2 * W)   # interleave
+    if bias is not None:
+        y = y + bias.view(1, -1, 1, 1)
+    return y.contiguous(memory_format=torch.channels_last) if is_channels_last(x) else y

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as nnf
 from torch import nn
 
-from .conv import Conv2d
+from .conv import Conv2d, upsampled_conv3x3
 from .embedding import build_embedding
 from .norm import GroupNorm, is_channels_last
 from . import skip_matmul
@@ -35,6 +35,10 @@ def _linear(cin, cout, init_scale=1.0):
     nn.init.xavier_uniform_(lin.weight, gain=init_scale)
     nn.init.zeros_(lin.bias)
     return lin
+
+
+def _wants_grad(*tensors) -> bool:
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
 def _upsample2x(x):
@@ -89,14 +93,19 @@ class UNetBlock(nn.Module):
         if isinstance(x, tuple):
             x = x if self._takes_parts(list(x)) else torch.cat(x, dim=1)
         parts = list(x) if isinstance(x, tuple) else [x]
-        h = self.norm0.act_parts(parts) if len(parts) > 1 else self._resample(self.norm0.act(x))
+        h = self.norm0.act_parts(parts) if len(parts) > 1 else self.norm0.act(x)
+        # sampling: an upsampling block's conv0 reads the input at its own resolution (conv.upsampled_conv3x3)
+        subpixel = self.up and is_channels_last(h) and not _wants_grad(h, self.conv0.weight)
+        if not subpixel:
+            h = self._resample(h)
         dropout = self.dropout.p if self.training else 0.0
         if self.norm1.fused(h):
             # conv0's bias joins the embedding's shift inside the fused norm: one pass less over h
-            h = nnf.conv2d(h, self.conv0.weight, None, padding=self.conv0.padding)
+            h = upsampled_conv3x3(h, self.conv0.weight) if subpixel else \
+                nnf.conv2d(h, self.conv0.weight, None, padding=self.conv0.padding)
             add = self.affine(emb).float() + self.conv0.bias.float()
         else:
-            h = self.conv0(h)
+            h = upsampled_conv3x3(h, self.conv0.weight, self.conv0.bias) if subpixel else self.conv0(h)
             add = self.affine(emb).to(h.dtype)
         h = self.norm1.act(h, add=add, dropout=dropout)
         if self.skip is not None and not (self.up or self.down) and skip_matmul.supported(parts, self.skip.weight):
@@ -106,7 +115,11 @@ class UNetBlock(nn.Module):
         else:
             x = self._residual(h, x, parts)
         if self.num_heads:
-            x = (self.proj(self._attention(self.qkv(self.norm2.act(x, silu=False)))) + x) * self.skip_scale
+            a = self._attention(self.qkv(self.norm2.act(x, silu=False)))
+            if skip_matmul.supported([a], self.proj.weight):      # the projection and the sum in one kernel
+                x = skip_matmul.skip_residual([a], self.proj.weight, self.proj.bias, x, self.skip_scale)
+            else:
+                x = (self.proj(a) + x) * self.skip_scale
         return x
 
     def _residual(self, h, x, parts):
