@@ -13,6 +13,7 @@ import sys
 
 import torch
 import torch.nn.functional as nnf
+import triton
 
 from diffrepro.nets import fused_norm, skip_matmul
 from diffrepro.nets.unet import SongUNet
@@ -60,27 +61,89 @@ def skip_case(channels, cout, H, W, device, dtype=torch.float32):
             "dtype_kept": y.dtype == dtype}
 
 
-def unet_case(device):
+def tile_moments(y, rows=64):
+    """Per (sample, block of `rows` pixels, channel): mean and sum of squared deviations, float64."""
+    B, C, H, W = y.shape
+    v = y.double().cpu().permute(0, 2, 3, 1).reshape(B, H * W // rows, rows, C)
+    mean = v.mean(2)
+    return torch.stack([mean, (v - mean[:, :, None]).square().sum(2)], -1)
+
+
+def moments_case(device, block_m=None):
+    """skip_residual's and residual_sum's moments against those of their own (stored) outputs."""
+    gen = torch.Generator().manual_seed(5)
+    parts = [cl(p.to(device)) for p in tensors(gen, (2, 64, 8, 16), (2, 128, 8, 16))]
+    residual, x = (cl(t.to(device)) for t in tensors(gen, (2, 128, 8, 16), (2, 128, 8, 16)))
+    weight = (torch.randn(128, 192, 1, 1, generator=gen) / 14).to(device)
+    bias = torch.randn(128, generator=gen).to(device)
+    out = {}
+    if block_m is None:
+        y, mom = skip_matmul.skip_residual(parts, weight, bias, residual, 0.7, moments=True)
+    else:                               # a launch of block_m rows: block_m / 64 row blocks per program
+        y = torch.empty_like(residual)
+        mom = torch.empty(2, 2, 128, 2, device=device)
+        wt = weight.reshape(128, 192).t().contiguous()
+        skip_matmul._skip_residual_kernel[(triton.cdiv(256, block_m) * 2,)](
+            parts[0], parts[1], wt, bias, residual, y, 256, 64, 128, 0.7, 128, True, "ieee", BLOCK_M=block_m,
+            BLOCK_N=64, BLOCK_K=64, PREFETCH=False, Mom=mom, MOMENTS=True)
+    out["skip_y"] = rel(y, (residual.double() + nnf.conv2d(torch.cat(parts, 1).double(), weight.double(),
+                                                          bias.double())) * 0.7)
+    out["skip_moments"] = rel(mom, tile_moments(y))
+    out["skip_moments_shape"] = list(mom.shape)
+    if block_m is None:
+        y, mom = skip_matmul.residual_sum(residual, x, bias, 0.7)
+        out["residual_y"] = rel(y, (residual.double() + bias.double()[:, None, None] + x.double()) * 0.7)
+        out["residual_moments"] = rel(mom, tile_moments(y))
+    return out
+
+
+def norm_moments_case(device):
+    """The tiled group norm given a part's moments (two parts, one with moments) against float64."""
+    gen = torch.Generator().manual_seed(9)
+    parts = tensors(gen, (2, 32, 16, 16), (2, 32, 16, 16), offset=3.0)
+    C, G = 64, 8
+    weight, bias = 1 + 0.3 * torch.randn(C, generator=gen), 0.3 * torch.randn(C, generator=gen)
+    ref = nnf.silu(nnf.group_norm(torch.cat(parts, 1).double(), G, weight.double(), bias.double(), 1e-6))
+    moments = [tile_moments(parts[0]).float().to(device), None]
+    saved = fused_norm.RESIDENT, fused_norm.TILE
+    fused_norm.RESIDENT, fused_norm.TILE = 0, 128
+    y = fused_norm.group_norm_act_parts([cl(p.to(device)) for p in parts], G, weight.to(device), bias.to(device),
+                                        1e-6, moments=moments)
+    # moments that disagree with the part must change the result (they are used, not recomputed)
+    wrong = [moments[0] * torch.tensor([2.0, 1.0], device=device), None]
+    y_wrong = fused_norm.group_norm_act_parts([cl(p.to(device)) for p in parts], G, weight.to(device),
+                                              bias.to(device), 1e-6, moments=wrong)
+    fused_norm.RESIDENT, fused_norm.TILE = saved
+    return {"y": rel(y, ref), "wrong_moments_y": rel(y_wrong, ref)}
+
+
+def unet_case(device, model_channels=32, channel_mult=(2, 2)):
     """A small U-Net without gradients: the parts kernels against the plain path (both off), and which
     decoder blocks took the parts."""
     torch.manual_seed(0)
-    net = SongUNet(img_resolution=8, in_channels=3, model_channels=32, channel_mult=(2, 2), num_blocks=1,
+    net = SongUNet(img_resolution=8, in_channels=3, model_channels=model_channels, channel_mult=channel_mult, num_blocks=1,
                    attn_resolutions=(4,), dropout=0.0).to(device).to(memory_format=torch.channels_last).eval()
     for m in net.modules():             # non-zero outputs everywhere (zero-initialised layers made active)
         if isinstance(m, torch.nn.Conv2d):
             torch.nn.init.normal_(m.weight, std=1 / math.sqrt(m.weight[0].numel()))
     x = cl(torch.randn(2, 3, 8, 8, device=device))
     sigma = torch.rand(2, device=device)
-    calls = []
+    calls, with_moments = [], []
     fused = fused_norm.gn_act_parts
-    fused_norm.gn_act_parts = lambda *a, **k: calls.append(sum(p.shape[1] for p in a[0])) or fused(*a, **k)
+
+    def counted(parts, moments, *a, **k):
+        if len(parts) > 1:
+            calls.append(sum(p.shape[1] for p in parts))
+        with_moments.append(sum(m is not None for m in moments))
+        return fused(parts, moments, *a, **k)
+    fused_norm.gn_act_parts = counted
     out = {}
     with torch.no_grad():
         for flag in ("1", "0"):
             os.environ["DIFFREPRO_FUSED_NORM"] = os.environ["DIFFREPRO_FUSED_SKIP"] = flag
             out[flag] = net(x, sigma)
     fused_norm.gn_act_parts = fused
-    return {"y": rel(out["1"], out["0"].double()), "parts_calls": calls}
+    return {"y": rel(out["1"], out["0"].double()), "parts_calls": calls, "norms_given_moments": sum(with_moments)}
 
 
 def main():
@@ -110,7 +173,14 @@ def main():
     with torch.enable_grad():
         w = torch.zeros(64, 64, 1, 1, device=device, requires_grad=True)
         results["skip with gradient supported"] = skip_matmul.supported([cl(torch.zeros(1, 64, 4, 4, device=device))], w)
+    results["moments"] = moments_case(device)
+    results["moments 128-row launch"] = moments_case(device, block_m=128)
+    results["norm moments"] = norm_moments_case(device)
     results["unet"] = unet_case(device)
+    saved = fused_norm.RESIDENT, fused_norm.TILE
+    fused_norm.RESIDENT, fused_norm.TILE = 0, 128           # every norm walks its slab twice: moments wanted
+    results["unet tiled"] = unet_case(device, model_channels=64, channel_mult=(1, 1))
+    fused_norm.RESIDENT, fused_norm.TILE = saved
     print(json.dumps(results))
 
 

@@ -33,7 +33,19 @@ def _assert_close(results, cuda):
     assert results.pop("norm straddling supported") is False
     assert results.pop("skip 32 channels supported") is False
     assert results.pop("skip with gradient supported") is False
-    unet = results.pop("unet")
+    unet, unet_tiled = results.pop("unet"), results.pop("unet tiled")
+    # the output's moments from the skip product and the residual sum (1 and 2 row blocks per program)
+    for key in ("moments", "moments 128-row launch"):
+        m = results.pop(key)
+        assert m.pop("skip_moments_shape") == [2, 2, 128, 2], (key, m)       # (B, H*W / 64, C, 2)
+        assert all(err < 2e-6 for err in m.values()), (key, m)
+    # the tiled group norm given one part's moments: exact, and those moments are what it used
+    norm_moments = results.pop("norm moments")
+    assert norm_moments["y"] < 2e-6 and norm_moments["wrong_moments_y"] > 0.1, norm_moments
+    # a U-Net whose norms all walk their input twice: four were given their input's moments (the down
+    # block's, two decoder parts, the output norm), and the output is the plain path's
+    assert unet_tiled["norms_given_moments"] == 4 and unet_tiled["parts_calls"] == [128] * 4, unet_tiled
+    assert unet_tiled["y"] < 1e-5, unet_tiled
     bf16 = results.pop("skip bf16", None)
     assert (bf16 is not None) == cuda
     if cuda:
@@ -44,7 +56,7 @@ def _assert_close(results, cuda):
         assert r["y"] < 2e-6, (key, r)                      # float32 kernels vs float64
     # the U-Net's three decoder blocks whose input is 64 + 64 channels took the parts; the last one
     # (64 + 32) was concatenated
-    assert unet["parts_calls"] == [128, 128, 128], unet
+    assert unet["parts_calls"] == [128, 128, 128] and unet["norms_given_moments"] == 0, unet
     assert unet["y"] < 1e-5, unet
 
 

@@ -57,6 +57,12 @@ def supported(x: torch.Tensor, num_groups: int, channels: Optional[int] = None) 
     return (channels or x.shape[1]) % num_groups == 0
 
 
+def reads_twice(HW: int, C: int, G: int) -> bool:
+    """Whether the forward kernel walks a sample's slab twice (once for its statistics) at this shape: what
+    given moments save."""
+    return not _blocks(HW, C, G)[-1]
+
+
 def _blocks(HW: int, C: int, G: int, backward: bool = False, dropout: bool = False):
     """Launch shape: BLOCK pixels x GPB groups of CG channels (CG_P2 >= CG, a power of two), warps,
     and whether one tile holds the program's whole slab (read once, kept in registers)."""
@@ -121,20 +127,36 @@ if triton is not None:
         return (h >> 8).to(tl.float32) * (1.0 / 16777216.0) >= p
 
     @triton.jit
-    def _gn_act_fwd(X, A, Wt, Bs, Y, Mean, Rstd, Seed, p, HW, C, YC, G, eps,
+    def _gn_act_fwd(X, A, Wt, Bs, Y, Mean, Rstd, Seed, Mom, p, HW, C, YC, G, T, eps,
                     HAS_ADD: tl.constexpr, SILU: tl.constexpr, DROPOUT: tl.constexpr, RESIDENT: tl.constexpr,
-                    BLOCK: tl.constexpr, GPB: tl.constexpr, CG: tl.constexpr, CG_P2: tl.constexpr):
+                    HAS_MOM: tl.constexpr, BLOCK: tl.constexpr, GPB: tl.constexpr, CG: tl.constexpr,
+                    CG_P2: tl.constexpr):
         gb, b = tl.program_id(0), tl.program_id(1)
         offs, mask, c, cmask = _chunk(0, gb, b, HW, C, G, BLOCK, GPB, CG, CG_P2)
         a = tl.load(A + b * C + c, mask=cmask, other=0.0).to(tl.float32) if HAS_ADD else 0.0
-        z = tl.where(mask, tl.load(X + offs, mask=mask, other=0.0).to(tl.float32) + a, 0.0)
-        if RESIDENT:
+        if HAS_MOM:
+            # x's moments come with it (mean and squared deviations over T equal tiles of its pixels, per
+            # channel, from the kernel that wrote x): the tiles' law of total variance replaces pass 1
+            mom = Mom + (b.to(tl.int64) * T * C + c) * 2
+            mean_c = tl.zeros((1, GPB * CG_P2), tl.float32)
+            for t in range(T):
+                mean_c += tl.load(mom + t * C * 2, mask=cmask, other=0.0)
+            mean_c = mean_c / T
+            m2_c = tl.zeros((1, GPB * CG_P2), tl.float32)
+            for t in range(T):
+                d = tl.load(mom + t * C * 2, mask=cmask, other=0.0) - mean_c
+                m2_c += tl.load(mom + t * C * 2 + 1, mask=cmask, other=0.0) + (HW // T) * d * d
+            mean_c += a
+            m2_c = tl.where(cmask, m2_c, 0.0)
+        elif RESIDENT:
+            z = tl.where(mask, tl.load(X + offs, mask=mask, other=0.0).to(tl.float32) + a, 0.0)
             # the whole slab is z: per-channel mean, then squared deviations from it (two passes in registers)
             mean_c = tl.sum(z, axis=0)[None, :] / HW
             d = tl.where(mask, z - mean_c, 0.0)
             m2_c = tl.where(cmask, tl.sum(d * d, axis=0)[None, :], 0.0)
         else:
             # pass 1: per-channel sums, shifted by the first chunk's channel means (no cancellation)
+            z = tl.where(mask, tl.load(X + offs, mask=mask, other=0.0).to(tl.float32) + a, 0.0)
             shift = tl.sum(z, axis=0)[None, :] / tl.minimum(HW, BLOCK)
             s1 = tl.zeros((BLOCK, GPB * CG_P2), tl.float32)
             s2 = tl.zeros((BLOCK, GPB * CG_P2), tl.float32)
@@ -154,7 +176,7 @@ if triton is not None:
         rstd = 1.0 / tl.sqrt(var + eps)
         scale = rstd * tl.load(Wt + c, mask=cmask, other=0.0)
         shift = tl.load(Bs + c, mask=cmask, other=0.0) - mean * scale
-        if RESIDENT:                                    # offs and mask are still the slab's
+        if RESIDENT and not HAS_MOM:                    # offs and mask are still the slab's
             _gn_act_store(Y, Seed, p, offs, _out(0, b, HW, YC, c, BLOCK), mask, z * scale + shift, SILU, DROPOUT)
         else:
             # pass 2: y = act(x * scale + shift), dropout
@@ -271,9 +293,9 @@ def gn_act(x: torch.Tensor, add: Optional[torch.Tensor], weight: torch.Tensor, b
         # one without (1.16 vs 1.53 ms on 2500x256x32x32), so it gets a zero shift (a 4-byte/channel memset)
         add = torch.zeros(B, C, device=x.device, dtype=torch.float32)
     _gn_act_fwd[(triton.cdiv(num_groups, gpb), B)](
-        x, add if add is not None else x, weight, bias, y, mean, rstd, seed if seed is not None else mean, p,
-        H * W, C, C, num_groups, eps, HAS_ADD=add is not None, SILU=silu, DROPOUT=p > 0, RESIDENT=resident,
-        BLOCK=block, GPB=gpb, CG=cg, CG_P2=cg_p2, num_warps=warps)
+        x, add if add is not None else x, weight, bias, y, mean, rstd, seed if seed is not None else mean, mean, p,
+        H * W, C, C, num_groups, 1, eps, HAS_ADD=add is not None, SILU=silu, DROPOUT=p > 0, RESIDENT=resident,
+        HAS_MOM=False, BLOCK=block, GPB=gpb, CG=cg, CG_P2=cg_p2, num_warps=warps)
     return y, mean, rstd
 
 
@@ -351,39 +373,43 @@ def parts_supported(parts: list[torch.Tensor], num_groups: int) -> bool:
 
 
 @torch.library.custom_op("diffrepro::gn_act_parts", mutates_args=())
-def gn_act_parts(parts: list[torch.Tensor], weight: torch.Tensor, bias: torch.Tensor, num_groups: int, eps: float,
-                 silu: bool) -> torch.Tensor:
+def gn_act_parts(parts: list[torch.Tensor], moments: list[Optional[torch.Tensor]], weight: torch.Tensor,
+                 bias: torch.Tensor, num_groups: int, eps: float, silu: bool) -> torch.Tensor:
     """act(GN(torch.cat(parts, 1))) without the concatenation: groups never straddle two parts, so each
-    part is normalized on its own groups, and written into its channels of the output."""
+    part is normalized on its own groups, and written into its channels of the output. A part's moments
+    (B, T, C_part, 2), where given, stand in for the pass that would read it for its statistics."""
     parts = [_channels_last(p) for p in parts]
     C = sum(p.shape[1] for p in parts)
     B, _, H, W = parts[0].shape
     cg = C // num_groups
     y = torch.empty(B, C, H, W, dtype=parts[0].dtype, device=parts[0].device, memory_format=torch.channels_last)
     c0 = 0
-    for x in parts:
+    for x, mom in zip(parts, moments):
         Cp = x.shape[1]
         G = Cp // cg
         stats = torch.empty(2, B, G, device=x.device, dtype=torch.float32)
         block, gpb, _, cg_p2, warps, resident = _blocks(H * W, Cp, G)
+        mom = None if resident else mom              # a resident slab is read once anyway
         shift = None if resident or not ZERO_SHIFT else torch.zeros(B, Cp, device=x.device, dtype=torch.float32)
         _gn_act_fwd[(triton.cdiv(G, gpb), B)](
             x, shift if shift is not None else x, weight[c0:c0 + Cp], bias[c0:c0 + Cp], y[:, c0:c0 + Cp],
-            stats[0], stats[1], stats, 0.0, H * W, Cp, C, G, eps, HAS_ADD=shift is not None, SILU=silu,
-            DROPOUT=False, RESIDENT=resident, BLOCK=block, GPB=gpb, CG=cg, CG_P2=cg_p2, num_warps=warps)
+            stats[0], stats[1], stats, mom if mom is not None else stats, 0.0, H * W, Cp, C, G,
+            mom.shape[1] if mom is not None else 1, eps, HAS_ADD=shift is not None, SILU=silu, DROPOUT=False,
+            RESIDENT=resident, HAS_MOM=mom is not None, BLOCK=block, GPB=gpb, CG=cg, CG_P2=cg_p2, num_warps=warps)
         c0 += Cp
     return y
 
 
 @gn_act_parts.register_fake
-def _(parts, weight, bias, num_groups, eps, silu):
+def _(parts, moments, weight, bias, num_groups, eps, silu):
     B, _, H, W = parts[0].shape
     return torch.empty(B, sum(p.shape[1] for p in parts), H, W, dtype=parts[0].dtype, device=parts[0].device,
                        memory_format=torch.channels_last)
 
 
 def group_norm_act_parts(parts: list[torch.Tensor], num_groups: int, weight: torch.Tensor, bias: torch.Tensor,
-                         eps: float, silu: bool = True) -> torch.Tensor:
-    """act(GN(torch.cat(parts, 1))) through the fused kernel, without writing the concatenation; see
-    parts_supported()."""
-    return gn_act_parts(list(parts), weight, bias, num_groups, eps, silu)
+                         eps: float, silu: bool = True, moments: Optional[list] = None) -> torch.Tensor:
+    """act(GN(torch.cat(parts, 1))) through the fused kernel, without writing the concatenation, and
+    without reading a part for its statistics where its moments are given; see parts_supported()."""
+    moments = list(moments) if moments is not None else [None] * len(parts)
+    return gn_act_parts(list(parts), moments, weight, bias, num_groups, eps, silu)

@@ -58,11 +58,13 @@ class GroupNorm(nn.GroupNorm):
         """Whether act_parts() runs the fused kernel on these parts without concatenating them."""
         return self.affine and fused_norm.parts_supported(parts, self.num_groups)
 
-    def act_parts(self, parts: list[torch.Tensor], silu: bool = True) -> torch.Tensor:
-        """self.act(torch.cat(parts, 1), silu=silu), without writing the concatenation where takes_parts()."""
+    def act_parts(self, parts: list[torch.Tensor], silu: bool = True, moments: Optional[list] = None) -> torch.Tensor:
+        """self.act(torch.cat(parts, 1), silu=silu), without writing the concatenation where takes_parts(),
+        and without reading a part for its statistics where its moments are given (see skip_matmul)."""
         if self.takes_parts(parts):
-            return fused_norm.group_norm_act_parts(parts, self.num_groups, self.weight, self.bias, self.eps, silu=silu)
-        return self.act(torch.cat(parts, dim=1), silu=silu)
+            return fused_norm.group_norm_act_parts(parts, self.num_groups, self.weight, self.bias, self.eps,
+                                                   silu=silu, moments=moments)
+        return self.act(parts[0] if len(parts) == 1 else torch.cat(parts, dim=1), silu=silu)
 
     def act(self, x: torch.Tensor, add: Optional[torch.Tensor] = None, silu: bool = True,
             dropout: float = 0.0) -> torch.Tensor:

@@ -29,6 +29,7 @@ except ImportError:                                     # CPU-only installs: the
     triton = None
 
 BLOCK_K = 64            # inner dimension per step: each part's channel count is a multiple of this
+MOMENT_ROWS = 64        # the output's moments are per this many pixels (a sample's pixels are a multiple)
 MAX_PARTS = 2
 
 
@@ -61,6 +62,8 @@ def supported(parts: list[torch.Tensor], weight: torch.Tensor) -> bool:
 
 
 if triton is not None:
+    _ROWS = tl.constexpr(MOMENT_ROWS)
+
     # launch shapes (rows, columns, warps, stages) that benchmarks/bench_skip.py times; autotuned per shape
     CONFIGS = [(128, 128, 4, 3), (128, 128, 4, 2), (64, 128, 4, 4), (64, 128, 4, 3), (256, 128, 8, 3),
                (128, 64, 4, 4)]
@@ -76,7 +79,8 @@ if triton is not None:
     @triton.jit
     def _skip_residual_kernel(A1, A2, Wt, Bias, R, Out, M, K1, K2, scale, N: tl.constexpr,
                               HAS_A2: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr,
-                              BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PREFETCH: tl.constexpr):
+                              BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PREFETCH: tl.constexpr,
+                              Mom, MOMENTS: tl.constexpr):
         # consecutive programs share their rows (pixels), so a row block is read from memory once
         pid = tl.program_id(0)
         pid_m, pid_n = pid // (N // BLOCK_N), pid % (N // BLOCK_N)
@@ -100,15 +104,60 @@ if triton is not None:
         if not PREFETCH:
             r = tl.load(R + offs, mask=rows, other=0.0)
         acc += tl.load(Bias + rn)[None, :].to(tl.float32) + r.to(tl.float32)
-        tl.store(Out + offs, (acc * scale).to(Out.dtype.element_ty), mask=rows)
+        v = (acc * scale).to(Out.dtype.element_ty)
+        tl.store(Out + offs, v, mask=rows)
+        if MOMENTS:
+            _tile_moments(Mom, v.to(tl.float32), pid_m, rn, M, N, BLOCK_M, BLOCK_N)
+
+    @triton.jit
+    def _tile_moments(Mom, v, pid_m, rn, M, N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+        """Per channel, the mean and the sum of squared deviations from it of each MOMENT_ROWS rows of the
+        (BLOCK_M, BLOCK_N) tile v, stored at Mom[(row // MOMENT_ROWS, channel)]: a sample's pixels are a
+        whole number of such row blocks, so these are (sample, tile) moments for the next group norm."""
+        S: tl.constexpr = BLOCK_M // _ROWS
+        v3 = tl.reshape(v, (S, _ROWS, BLOCK_N))
+        mean = tl.sum(v3, axis=1) / _ROWS                                         # (S, BLOCK_N)
+        d = v3 - mean[:, None, :]
+        m2 = tl.sum(d * d, axis=1)
+        first = pid_m * BLOCK_M + tl.arange(0, S) * _ROWS                          # first row of each block
+        at = ((first // _ROWS).to(tl.int64)[:, None] * N + rn[None, :]) * 2
+        valid = first[:, None] < M
+        tl.store(Mom + at, mean, mask=valid)
+        tl.store(Mom + at + 1, m2, mask=valid)
+
+    @triton.jit
+    def _residual_kernel(Hc, X, Bias, Out, Mom, M, scale, N: tl.constexpr, BLOCK_M: tl.constexpr,
+                         BLOCK_N: tl.constexpr):
+        """out = (h + bias + x) * scale, and its tile moments."""
+        pid_m, pid_n = tl.program_id(0), tl.program_id(1)
+        rm = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
+        rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        rows = rm[:, None] < M
+        offs = rm[:, None] * N + rn[None, :]
+        u = tl.load(Hc + offs, mask=rows, other=0.0).to(tl.float32) + tl.load(Bias + rn)[None, :].to(tl.float32)
+        v = ((u + tl.load(X + offs, mask=rows, other=0.0).to(tl.float32)) * scale).to(Out.dtype.element_ty)
+        tl.store(Out + offs, v, mask=rows)
+        _tile_moments(Mom, v.to(tl.float32), pid_m, rn, M, N, BLOCK_M, BLOCK_N)
 
     _skip_residual_tuned = triton.autotune(configs=_configs(), key=["M", "K1", "K2", "N"],
                                            prune_configs_by={"early_config_prune": _prune})(_skip_residual_kernel)
 
 
+def _moments_buffer(x: torch.Tensor, channels: int, moments: bool) -> torch.Tensor:
+    B, _, H, W = x.shape
+    if not moments:
+        return x.new_empty(0, dtype=torch.float32)
+    return torch.empty(B, H * W // MOMENT_ROWS, channels, 2, device=x.device, dtype=torch.float32)
+
+
+def moments_supported(x: torch.Tensor) -> bool:
+    """Whether the kernels here can give the moments of an output of x's pixel count."""
+    return x.shape[2] * x.shape[3] % MOMENT_ROWS == 0
+
+
 @torch.library.custom_op("diffrepro::skip_residual", mutates_args=())
 def _skip_residual_op(parts: list[torch.Tensor], weight: torch.Tensor, bias: torch.Tensor, residual: torch.Tensor,
-                      scale: float) -> torch.Tensor:
+                      scale: float, moments: bool) -> tuple[torch.Tensor, torch.Tensor]:
     parts = [p.contiguous(memory_format=torch.channels_last) for p in parts]
     x = parts[0]
     B, _, H, W = x.shape
@@ -116,30 +165,67 @@ def _skip_residual_op(parts: list[torch.Tensor], weight: torch.Tensor, bias: tor
     wt = weight.reshape(cout, -1).t().to(x.dtype).contiguous()                # (C_in, C_out)
     residual = residual.to(x.dtype).contiguous(memory_format=torch.channels_last)
     out = torch.empty(B, cout, H, W, dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
+    mom = _moments_buffer(x, cout, moments)
     M, K1 = B * H * W, parts[0].shape[1]
     a2, K2 = (parts[1], parts[1].shape[1]) if len(parts) > 1 else (x, 0)
     args = (x, a2, wt, bias.float(), residual, out, M, K1, K2, float(scale), cout, K2 > 0,
             "ieee" if x.dtype == torch.float32 else "tf32")           # float32 stays float32
+    extra = dict(Mom=mom if moments else out, MOMENTS=moments)
     if x.is_cuda:
         _skip_residual_tuned[lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * (cout // meta["BLOCK_N"]),)](
-            *args, BLOCK_K=BLOCK_K)
+            *args, BLOCK_K=BLOCK_K, **extra)
     else:                                                                       # Triton's interpreter (tests)
         _skip_residual_kernel[(triton.cdiv(M, 64) * (cout // 64),)](*args, BLOCK_M=64, BLOCK_N=64, BLOCK_K=BLOCK_K,
-                                                                       PREFETCH=False)
-    return out
+                                                                       PREFETCH=False, **extra)
+    return out, mom
 
 
 @_skip_residual_op.register_fake
-def _(parts, weight, bias, residual, scale):
+def _(parts, weight, bias, residual, scale, moments):
     x = parts[0]
-    return torch.empty(x.shape[0], weight.shape[0], *x.shape[2:], dtype=x.dtype, device=x.device,
-                       memory_format=torch.channels_last)
+    out = torch.empty(x.shape[0], weight.shape[0], *x.shape[2:], dtype=x.dtype, device=x.device,
+                      memory_format=torch.channels_last)
+    return out, _moments_buffer(x, weight.shape[0], moments)
 
 
 def skip_residual(parts: list[torch.Tensor], weight: torch.Tensor, bias: torch.Tensor, residual: torch.Tensor,
-                  scale: float) -> torch.Tensor:
+                  scale: float, moments: bool = False):
     """(residual + conv1x1(torch.cat(parts, 1), weight, bias)) * scale: one fused kernel where
-    supported(), else `plain`."""
+    supported(), else `plain`. With moments=True (kernel only, moments_supported), returns (out, moments):
+    the output's per-channel means and sums of squared deviations over each MOMENT_ROWS pixels of a
+    sample, (B, H*W / MOMENT_ROWS, C, 2), which a following group norm takes instead of reading out."""
     if supported(parts, weight):
-        return _skip_residual_op(list(parts), weight, bias, residual, scale)
+        out, mom = _skip_residual_op(list(parts), weight, bias, residual, scale, moments)
+        return (out, mom) if moments else out
+    if moments:
+        raise ValueError("skip_residual: moments need the fused kernel (see supported())")
     return plain(parts, weight, bias, residual, scale)
+
+
+def residual_supported(h: torch.Tensor, x: torch.Tensor) -> bool:
+    """Whether residual_sum takes the kernel for these tensors."""
+    return (triton is not None and os.environ.get("DIFFREPRO_FUSED_SKIP", "1") != "0"
+            and not (torch.is_grad_enabled() and (h.requires_grad or x.requires_grad))
+            and (x.is_cuda or os.environ.get("TRITON_INTERPRET") == "1") and h.shape == x.shape
+            and h.dtype == x.dtype and x.dtype in (torch.float32, torch.bfloat16, torch.float16)
+            and x.shape[1] % 64 == 0 and _channels_last(h) and _channels_last(x) and moments_supported(x))
+
+
+@torch.library.custom_op("diffrepro::residual_sum", mutates_args=())
+def residual_sum(h: torch.Tensor, x: torch.Tensor, bias: torch.Tensor, scale: float
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """((h + bias) + x) * scale and its moments (as skip_residual's), for a block whose skip is its input;
+    see residual_supported()."""
+    h, x = (t.contiguous(memory_format=torch.channels_last) for t in (h, x))
+    B, C, H, W = x.shape
+    out = torch.empty_like(x, memory_format=torch.channels_last)
+    mom = _moments_buffer(x, C, True)
+    block_n = 128 if C % 128 == 0 else 64
+    _residual_kernel[(B * H * W // MOMENT_ROWS, C // block_n)](h, x, bias.float(), out, mom, B * H * W, float(scale),
+                                                              C, BLOCK_M=MOMENT_ROWS, BLOCK_N=block_n, num_warps=4)
+    return out, mom
+
+
+@residual_sum.register_fake
+def _(h, x, bias, scale):
+    return torch.empty_like(x, memory_format=torch.channels_last), _moments_buffer(x, x.shape[1], True)

@@ -16,7 +16,7 @@ from torch import nn
 from .conv import Conv2d, upsampled_conv3x3
 from .embedding import build_embedding
 from .norm import GroupNorm, is_channels_last
-from . import skip_matmul
+from . import fused_norm, skip_matmul
 
 
 def _group_norm(channels: int) -> nn.GroupNorm:
@@ -88,12 +88,24 @@ class UNetBlock(nn.Module):
 
     def forward(self, x, emb):
         """x: the input, or a tuple of tensors that make it when concatenated along channels (a decoder
-        block's input and an encoder output); where the inference kernels take them, the concatenation is
-        never written."""
-        if isinstance(x, tuple):
-            x = x if self._takes_parts(list(x)) else torch.cat(x, dim=1)
-        parts = list(x) if isinstance(x, tuple) else [x]
-        h = self.norm0.act_parts(parts) if len(parts) > 1 else self.norm0.act(x)
+        block's input and an encoder output)."""
+        return self.run(list(x) if isinstance(x, tuple) else [x], emb)[0]
+
+    def run(self, parts, emb, moments=None):
+        """The block on the channel concatenation of `parts`: (output, the output's moments or None).
+
+        When sampling on a GPU the concatenation is never written (the inference kernels read the parts),
+        and the kernel that writes the output can also give its per-channel moments (skip_matmul), which
+        the next block's group norm takes for the pass it would make over the output for its statistics;
+        `moments` are the parts' moments where known."""
+        moments = list(moments) if moments is not None else [None] * len(parts)
+        if len(parts) > 1 and not self._takes_parts(parts):
+            parts, moments = [torch.cat(parts, dim=1)], [None]
+        x = parts[0]
+        if len(parts) > 1 or moments[0] is not None:
+            h = self.norm0.act_parts(parts, moments=moments)
+        else:
+            h = self.norm0.act(x)
         # sampling: an upsampling block's conv0 reads the input at its own resolution (conv.upsampled_conv3x3)
         subpixel = self.up and is_channels_last(h) and not _wants_grad(h, self.conv0.weight)
         if not subpixel:
@@ -108,19 +120,35 @@ class UNetBlock(nn.Module):
             h = upsampled_conv3x3(h, self.conv0.weight, self.conv0.bias) if subpixel else self.conv0(h)
             add = self.affine(emb).to(h.dtype)
         h = self.norm1.act(h, add=add, dropout=dropout)
+        want = self._wants_moments(h)
+        mom = None
         if self.skip is not None and not (self.up or self.down) and skip_matmul.supported(parts, self.skip.weight):
             # the skip product's epilogue adds conv1's bias with its own: one pass less over h
             h = nnf.conv2d(h, self.conv1.weight, None, padding=self.conv1.padding)
-            x = skip_matmul.skip_residual(parts, self.skip.weight, self.skip.bias + self.conv1.bias, h, self.skip_scale)
+            x = skip_matmul.skip_residual(parts, self.skip.weight, self.skip.bias + self.conv1.bias, h,
+                                          self.skip_scale, moments=want)
+            x, mom = x if want else (x, None)
+        elif self.skip is None and want and skip_matmul.residual_supported(h, x):
+            h = nnf.conv2d(h, self.conv1.weight, None, padding=self.conv1.padding)
+            x, mom = skip_matmul.residual_sum(h, x, self.conv1.bias, self.skip_scale)
         else:
             x = self._residual(h, x, parts)
         if self.num_heads:
-            a = self._attention(self.qkv(self.norm2.act(x, silu=False)))
+            h = self.norm2.act_parts([x], silu=False, moments=[mom]) if mom is not None else self.norm2.act(x, silu=False)
+            a = self._attention(self.qkv(h))
             if skip_matmul.supported([a], self.proj.weight):      # the projection and the sum in one kernel
-                x = skip_matmul.skip_residual([a], self.proj.weight, self.proj.bias, x, self.skip_scale)
+                x = skip_matmul.skip_residual([a], self.proj.weight, self.proj.bias, x, self.skip_scale, moments=want)
+                x, mom = x if want else (x, None)
             else:
-                x = (self.proj(a) + x) * self.skip_scale
-        return x
+                x, mom = (self.proj(a) + x) * self.skip_scale, None
+        return x, mom
+
+    def _wants_moments(self, h):
+        """Whether the output (shaped like h) should come with its moments: a fused group norm would
+        otherwise walk it twice."""
+        B, C, H, W = h.shape
+        return (self.norm1.fused(h) and skip_matmul.moments_supported(h) and not _wants_grad(h)
+                and fused_norm.reads_twice(H * W, C, self.norm1.num_groups))
 
     def _residual(self, h, x, parts):
         """(conv1(h) + skip(x)) * skip_scale, one op at a time."""
@@ -204,12 +232,15 @@ class SongUNet(nn.Module):
         emb = nnf.silu(self.map_layer0(emb))
         emb = nnf.silu(self.map_layer1(emb)).to(x.dtype)
 
-        skips = []
+        skips, mom = [], None                     # each block's output, with its moments where known
         for name, block in self.enc.items():
-            x = block(x, emb) if isinstance(block, UNetBlock) else block(x)
-            skips.append(x)
+            x, mom = block.run([x], emb, [mom]) if isinstance(block, UNetBlock) else (block(x), None)
+            skips.append((x, mom))
         for name, block in self.dec.items():
-            if x.shape[1] != block.norm0.num_channels:
-                x = (x, skips.pop())                 # concatenated along channels by the block
-            x = block(x, emb)
-        return self.out_conv(self.out_norm.act(x))
+            if x.shape[1] != block.norm0.num_channels:      # concatenated with an encoder output
+                s, s_mom = skips.pop()
+                x, mom = block.run([x, s], emb, [mom, s_mom])
+            else:
+                x, mom = block.run([x], emb, [mom])
+        h = self.out_norm.act_parts([x], moments=[mom]) if mom is not None else self.out_norm.act(x)
+        return self.out_conv(h)
