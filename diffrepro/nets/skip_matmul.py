@@ -30,6 +30,7 @@ except ImportError:                                     # CPU-only installs: the
 
 BLOCK_K = 64            # inner dimension per step: each part's channel count is a multiple of this
 MOMENT_ROWS = 64        # the output's moments are per this many pixels (a sample's pixels are a multiple)
+SKIP_MOMENTS = os.environ.get("DIFFREPRO_SKIP_MOMENTS", "1") != "0"
 MAX_PARTS = 2
 
 
@@ -66,7 +67,7 @@ if triton is not None:
 
     # launch shapes (rows, columns, warps, stages) that benchmarks/bench_skip.py times; autotuned per shape
     CONFIGS = [(128, 128, 4, 3), (128, 128, 4, 2), (64, 128, 4, 4), (64, 128, 4, 3), (256, 128, 8, 3),
-               (128, 64, 4, 4)]
+               (128, 64, 4, 4), (64, 256, 8, 4), (64, 64, 4, 4)]
 
     def _configs():
         return [triton.Config({"BLOCK_M": m, "BLOCK_N": n, "PREFETCH": f}, num_warps=w, num_stages=s)
@@ -74,7 +75,10 @@ if triton is not None:
 
     def _prune(configs, named_args, **kwargs):
         n = named_args["N"]
-        return [c for c in configs if n % c.kwargs["BLOCK_N"] == 0]        # one of 64 columns always is
+        moments = named_args.get("MOMENTS", kwargs.get("MOMENTS", False))
+        # with moments, tiles of one row block (reshaping a larger tile into blocks costs more than it saves)
+        return [c for c in configs if n % c.kwargs["BLOCK_N"] == 0                 # one of 64 columns always is
+                and (not moments or c.kwargs["BLOCK_M"] == MOMENT_ROWS)]
 
     @triton.jit
     def _skip_residual_kernel(A1, A2, Wt, Bias, R, Out, M, K1, K2, scale, N: tl.constexpr,
@@ -115,13 +119,20 @@ if triton is not None:
         (BLOCK_M, BLOCK_N) tile v, stored at Mom[(row // MOMENT_ROWS, channel)]: a sample's pixels are a
         whole number of such row blocks, so these are (sample, tile) moments for the next group norm."""
         S: tl.constexpr = BLOCK_M // _ROWS
-        v3 = tl.reshape(v, (S, _ROWS, BLOCK_N))
-        mean = tl.sum(v3, axis=1) / _ROWS                                         # (S, BLOCK_N)
-        d = v3 - mean[:, None, :]
-        m2 = tl.sum(d * d, axis=1)
-        first = pid_m * BLOCK_M + tl.arange(0, S) * _ROWS                          # first row of each block
-        at = ((first // _ROWS).to(tl.int64)[:, None] * N + rn[None, :]) * 2
-        valid = first[:, None] < M
+        if S == 1:                  # one row block: reduce the tile as it is (no reshape through shared memory)
+            mean = tl.sum(v, axis=0) / _ROWS
+            d = v - mean[None, :]
+            m2 = tl.sum(d * d, axis=0)
+            at = (pid_m.to(tl.int64) * N + rn) * 2
+            valid = pid_m * BLOCK_M < M
+        else:
+            v3 = tl.reshape(v, (S, _ROWS, BLOCK_N))
+            mean = tl.sum(v3, axis=1) / _ROWS                                     # (S, BLOCK_N)
+            d = v3 - mean[:, None, :]
+            m2 = tl.sum(d * d, axis=1)
+            first = pid_m * BLOCK_M + tl.arange(0, S) * _ROWS                      # first row of each block
+            at = ((first // _ROWS).to(tl.int64)[:, None] * N + rn[None, :]) * 2
+            valid = first[:, None] < M
         tl.store(Mom + at, mean, mask=valid)
         tl.store(Mom + at + 1, m2, mask=valid)
 
@@ -139,7 +150,7 @@ if triton is not None:
         tl.store(Out + offs, v, mask=rows)
         _tile_moments(Mom, v.to(tl.float32), pid_m, rn, M, N, BLOCK_M, BLOCK_N)
 
-    _skip_residual_tuned = triton.autotune(configs=_configs(), key=["M", "K1", "K2", "N"],
+    _skip_residual_tuned = triton.autotune(configs=_configs(), key=["M", "K1", "K2", "N", "MOMENTS"],
                                            prune_configs_by={"early_config_prune": _prune})(_skip_residual_kernel)
 
 

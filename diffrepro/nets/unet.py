@@ -125,6 +125,7 @@ class UNetBlock(nn.Module):
         if self.skip is not None and not (self.up or self.down) and skip_matmul.supported(parts, self.skip.weight):
             # the skip product's epilogue adds conv1's bias with its own: one pass less over h
             h = nnf.conv2d(h, self.conv1.weight, None, padding=self.conv1.padding)
+            want = want and skip_matmul.SKIP_MOMENTS
             x = skip_matmul.skip_residual(parts, self.skip.weight, self.skip.bias + self.conv1.bias, h,
                                           self.skip_scale, moments=want)
             x, mom = x if want else (x, None)
