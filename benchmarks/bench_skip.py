@@ -58,8 +58,8 @@ def main(args):
                 def launch(m=m, n=n, warps=warps, stages=stages, prefetch=prefetch):
                     skip_matmul._skip_residual_kernel[(triton.cdiv(M, m) * (cout // n),)](
                         parts[0], a2, wt, bias, residual, out, M, channels[0], k2, scale, cout, k2 > 0, "tf32",
-                        BLOCK_M=m, BLOCK_N=n, BLOCK_K=skip_matmul.BLOCK_K, PREFETCH=prefetch, Mom=out,
-                        MOMENTS=False, num_warps=warps, num_stages=stages)
+                        BLOCK_M=m, BLOCK_N=n, BLOCK_K=skip_matmul.BLOCK_K, PREFETCH=prefetch,
+                        num_warps=warps, num_stages=stages)
                     return out
                 try:
                     report(f"{m}x{n} w{warps} s{stages}{' prefetch' if prefetch else ''}", launch)

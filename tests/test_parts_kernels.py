@@ -34,17 +34,17 @@ def _assert_close(results, cuda):
     assert results.pop("skip 32 channels supported") is False
     assert results.pop("skip with gradient supported") is False
     unet, unet_tiled = results.pop("unet"), results.pop("unet tiled")
-    # the output's moments from the skip product and the residual sum (1 and 2 row blocks per program)
-    for key in ("moments", "moments 128-row launch"):
-        m = results.pop(key)
-        assert m.pop("skip_moments_shape") == [2, 2, 128, 2], (key, m)       # (B, H*W / 64, C, 2)
-        assert all(err < 2e-6 for err in m.values()), (key, m)
+    # the residual sum's output, and its moments against those of the output it stored
+    m = results.pop("moments")
+    assert m.pop("moments_shape") == [2, 2, 128, 2], m                       # (B, H*W / 64, C, 2)
+    assert m["y"] < 2e-6 and m["moments"] < 2e-6, m
     # the tiled group norm given one part's moments: exact, and those moments are what it used
     norm_moments = results.pop("norm moments")
     assert norm_moments["y"] < 2e-6 and norm_moments["wrong_moments_y"] > 0.1, norm_moments
-    # a U-Net whose norms all walk their input twice: four were given their input's moments (the down
-    # block's, two decoder parts, the output norm), and the output is the plain path's
-    assert unet_tiled["norms_given_moments"] == 4 and unet_tiled["parts_calls"] == [128] * 4, unet_tiled
+    # a U-Net whose norms all walk their input twice: the 8x8 encoder block's output (a residual sum)
+    # came with its moments to the two norms that read it (the down block's, a decoder part), and the
+    # output is the plain path's
+    assert unet_tiled["norms_given_moments"] == 2 and unet_tiled["parts_calls"] == [128] * 4, unet_tiled
     assert unet_tiled["y"] < 1e-5, unet_tiled
     bf16 = results.pop("skip bf16", None)
     assert (bf16 is not None) == cuda

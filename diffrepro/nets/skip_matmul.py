@@ -30,7 +30,6 @@ except ImportError:                                     # CPU-only installs: the
 
 BLOCK_K = 64            # inner dimension per step: each part's channel count is a multiple of this
 MOMENT_ROWS = 64        # the output's moments are per this many pixels (a sample's pixels are a multiple)
-SKIP_MOMENTS = os.environ.get("DIFFREPRO_SKIP_MOMENTS", "1") != "0"
 MAX_PARTS = 2
 
 
@@ -63,11 +62,9 @@ def supported(parts: list[torch.Tensor], weight: torch.Tensor) -> bool:
 
 
 if triton is not None:
-    _ROWS = tl.constexpr(MOMENT_ROWS)
-
     # launch shapes (rows, columns, warps, stages) that benchmarks/bench_skip.py times; autotuned per shape
     CONFIGS = [(128, 128, 4, 3), (128, 128, 4, 2), (64, 128, 4, 4), (64, 128, 4, 3), (256, 128, 8, 3),
-               (128, 64, 4, 4), (64, 256, 8, 4), (64, 64, 4, 4)]
+               (128, 64, 4, 4)]
 
     def _configs():
         return [triton.Config({"BLOCK_M": m, "BLOCK_N": n, "PREFETCH": f}, num_warps=w, num_stages=s)
@@ -75,16 +72,12 @@ if triton is not None:
 
     def _prune(configs, named_args, **kwargs):
         n = named_args["N"]
-        moments = named_args.get("MOMENTS", kwargs.get("MOMENTS", False))
-        # with moments, tiles of one row block (reshaping a larger tile into blocks costs more than it saves)
-        return [c for c in configs if n % c.kwargs["BLOCK_N"] == 0                 # one of 64 columns always is
-                and (not moments or c.kwargs["BLOCK_M"] == MOMENT_ROWS)]
+        return [c for c in configs if n % c.kwargs["BLOCK_N"] == 0]        # one of 64 columns always is
 
     @triton.jit
     def _skip_residual_kernel(A1, A2, Wt, Bias, R, Out, M, K1, K2, scale, N: tl.constexpr,
                               HAS_A2: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr,
-                              BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PREFETCH: tl.constexpr,
-                              Mom, MOMENTS: tl.constexpr):
+                              BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PREFETCH: tl.constexpr):
         # consecutive programs share their rows (pixels), so a row block is read from memory once
         pid = tl.program_id(0)
         pid_m, pid_n = pid // (N // BLOCK_N), pid % (N // BLOCK_N)
@@ -108,33 +101,19 @@ if triton is not None:
         if not PREFETCH:
             r = tl.load(R + offs, mask=rows, other=0.0)
         acc += tl.load(Bias + rn)[None, :].to(tl.float32) + r.to(tl.float32)
-        v = (acc * scale).to(Out.dtype.element_ty)
-        tl.store(Out + offs, v, mask=rows)
-        if MOMENTS:
-            _tile_moments(Mom, v.to(tl.float32), pid_m, rn, M, N, BLOCK_M, BLOCK_N)
+        tl.store(Out + offs, (acc * scale).to(Out.dtype.element_ty), mask=rows)
 
     @triton.jit
-    def _tile_moments(Mom, v, pid_m, rn, M, N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-        """Per channel, the mean and the sum of squared deviations from it of each MOMENT_ROWS rows of the
-        (BLOCK_M, BLOCK_N) tile v, stored at Mom[(row // MOMENT_ROWS, channel)]: a sample's pixels are a
-        whole number of such row blocks, so these are (sample, tile) moments for the next group norm."""
-        S: tl.constexpr = BLOCK_M // _ROWS
-        if S == 1:                  # one row block: reduce the tile as it is (no reshape through shared memory)
-            mean = tl.sum(v, axis=0) / _ROWS
-            d = v - mean[None, :]
-            m2 = tl.sum(d * d, axis=0)
-            at = (pid_m.to(tl.int64) * N + rn) * 2
-            valid = pid_m * BLOCK_M < M
-        else:
-            v3 = tl.reshape(v, (S, _ROWS, BLOCK_N))
-            mean = tl.sum(v3, axis=1) / _ROWS                                     # (S, BLOCK_N)
-            d = v3 - mean[:, None, :]
-            m2 = tl.sum(d * d, axis=1)
-            first = pid_m * BLOCK_M + tl.arange(0, S) * _ROWS                      # first row of each block
-            at = ((first // _ROWS).to(tl.int64)[:, None] * N + rn[None, :]) * 2
-            valid = first[:, None] < M
-        tl.store(Mom + at, mean, mask=valid)
-        tl.store(Mom + at + 1, m2, mask=valid)
+    def _tile_moments(Mom, v, pid_m, rn, N: tl.constexpr, BLOCK_M: tl.constexpr):
+        """Per channel, the mean of the (BLOCK_M, BLOCK_N) tile v's rows and the sum of their squared
+        deviations from it, stored at Mom[(pid_m, channel)]: a sample's pixels are a whole number of
+        BLOCK_M-row tiles, so these are (sample, tile) moments for the next group norm."""
+        mean = tl.sum(v, axis=0) / BLOCK_M
+        d = v - mean[None, :]
+        m2 = tl.sum(d * d, axis=0)
+        at = (pid_m.to(tl.int64) * N + rn) * 2
+        tl.store(Mom + at, mean)
+        tl.store(Mom + at + 1, m2)
 
     @triton.jit
     def _residual_kernel(Hc, X, Bias, Out, Mom, M, scale, N: tl.constexpr, BLOCK_M: tl.constexpr,
@@ -148,27 +127,25 @@ if triton is not None:
         u = tl.load(Hc + offs, mask=rows, other=0.0).to(tl.float32) + tl.load(Bias + rn)[None, :].to(tl.float32)
         v = ((u + tl.load(X + offs, mask=rows, other=0.0).to(tl.float32)) * scale).to(Out.dtype.element_ty)
         tl.store(Out + offs, v, mask=rows)
-        _tile_moments(Mom, v.to(tl.float32), pid_m, rn, M, N, BLOCK_M, BLOCK_N)
+        _tile_moments(Mom, v.to(tl.float32), pid_m, rn, N, BLOCK_M)
 
-    _skip_residual_tuned = triton.autotune(configs=_configs(), key=["M", "K1", "K2", "N", "MOMENTS"],
+    _skip_residual_tuned = triton.autotune(configs=_configs(), key=["M", "K1", "K2", "N"],
                                            prune_configs_by={"early_config_prune": _prune})(_skip_residual_kernel)
 
 
-def _moments_buffer(x: torch.Tensor, channels: int, moments: bool) -> torch.Tensor:
+def _moments_buffer(x: torch.Tensor, channels: int) -> torch.Tensor:
     B, _, H, W = x.shape
-    if not moments:
-        return x.new_empty(0, dtype=torch.float32)
     return torch.empty(B, H * W // MOMENT_ROWS, channels, 2, device=x.device, dtype=torch.float32)
 
 
 def moments_supported(x: torch.Tensor) -> bool:
-    """Whether the kernels here can give the moments of an output of x's pixel count."""
+    """Whether residual_sum can give the moments of an output of x's pixel count."""
     return x.shape[2] * x.shape[3] % MOMENT_ROWS == 0
 
 
 @torch.library.custom_op("diffrepro::skip_residual", mutates_args=())
 def _skip_residual_op(parts: list[torch.Tensor], weight: torch.Tensor, bias: torch.Tensor, residual: torch.Tensor,
-                      scale: float, moments: bool) -> tuple[torch.Tensor, torch.Tensor]:
+                      scale: float) -> torch.Tensor:
     parts = [p.contiguous(memory_format=torch.channels_last) for p in parts]
     x = parts[0]
     B, _, H, W = x.shape
@@ -176,40 +153,32 @@ def _skip_residual_op(parts: list[torch.Tensor], weight: torch.Tensor, bias: tor
     wt = weight.reshape(cout, -1).t().to(x.dtype).contiguous()                # (C_in, C_out)
     residual = residual.to(x.dtype).contiguous(memory_format=torch.channels_last)
     out = torch.empty(B, cout, H, W, dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
-    mom = _moments_buffer(x, cout, moments)
     M, K1 = B * H * W, parts[0].shape[1]
     a2, K2 = (parts[1], parts[1].shape[1]) if len(parts) > 1 else (x, 0)
     args = (x, a2, wt, bias.float(), residual, out, M, K1, K2, float(scale), cout, K2 > 0,
             "ieee" if x.dtype == torch.float32 else "tf32")           # float32 stays float32
-    extra = dict(Mom=mom if moments else out, MOMENTS=moments)
     if x.is_cuda:
         _skip_residual_tuned[lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * (cout // meta["BLOCK_N"]),)](
-            *args, BLOCK_K=BLOCK_K, **extra)
+            *args, BLOCK_K=BLOCK_K)
     else:                                                                       # Triton's interpreter (tests)
         _skip_residual_kernel[(triton.cdiv(M, 64) * (cout // 64),)](*args, BLOCK_M=64, BLOCK_N=64, BLOCK_K=BLOCK_K,
-                                                                       PREFETCH=False, **extra)
-    return out, mom
+                                                                       PREFETCH=False)
+    return out
 
 
 @_skip_residual_op.register_fake
-def _(parts, weight, bias, residual, scale, moments):
+def _(parts, weight, bias, residual, scale):
     x = parts[0]
-    out = torch.empty(x.shape[0], weight.shape[0], *x.shape[2:], dtype=x.dtype, device=x.device,
-                      memory_format=torch.channels_last)
-    return out, _moments_buffer(x, weight.shape[0], moments)
+    return torch.empty(x.shape[0], weight.shape[0], *x.shape[2:], dtype=x.dtype, device=x.device,
+                       memory_format=torch.channels_last)
 
 
 def skip_residual(parts: list[torch.Tensor], weight: torch.Tensor, bias: torch.Tensor, residual: torch.Tensor,
-                  scale: float, moments: bool = False):
+                  scale: float) -> torch.Tensor:
     """(residual + conv1x1(torch.cat(parts, 1), weight, bias)) * scale: one fused kernel where
-    supported(), else `plain`. With moments=True (kernel only, moments_supported), returns (out, moments):
-    the output's per-channel means and sums of squared deviations over each MOMENT_ROWS pixels of a
-    sample, (B, H*W / MOMENT_ROWS, C, 2), which a following group norm takes instead of reading out."""
+    supported(), else `plain`."""
     if supported(parts, weight):
-        out, mom = _skip_residual_op(list(parts), weight, bias, residual, scale, moments)
-        return (out, mom) if moments else out
-    if moments:
-        raise ValueError("skip_residual: moments need the fused kernel (see supported())")
+        return _skip_residual_op(list(parts), weight, bias, residual, scale)
     return plain(parts, weight, bias, residual, scale)
 
 
@@ -225,12 +194,14 @@ def residual_supported(h: torch.Tensor, x: torch.Tensor) -> bool:
 @torch.library.custom_op("diffrepro::residual_sum", mutates_args=())
 def residual_sum(h: torch.Tensor, x: torch.Tensor, bias: torch.Tensor, scale: float
                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """((h + bias) + x) * scale and its moments (as skip_residual's), for a block whose skip is its input;
-    see residual_supported()."""
+    """((h + bias) + x) * scale, for a block whose skip is its input, and the output's moments: per
+    channel, the mean and the sum of squared deviations from it over each MOMENT_ROWS pixels of a sample,
+    (B, H*W / MOMENT_ROWS, C, 2), which the next group norm takes instead of reading the output for its
+    statistics; see residual_supported()."""
     h, x = (t.contiguous(memory_format=torch.channels_last) for t in (h, x))
     B, C, H, W = x.shape
     out = torch.empty_like(x, memory_format=torch.channels_last)
-    mom = _moments_buffer(x, C, True)
+    mom = _moments_buffer(x, C)
     block_n = 128 if C % 128 == 0 else 64
     _residual_kernel[(B * H * W // MOMENT_ROWS, C // block_n)](h, x, bias.float(), out, mom, B * H * W, float(scale),
                                                               C, BLOCK_M=MOMENT_ROWS, BLOCK_N=block_n, num_warps=4)
@@ -239,4 +210,4 @@ def residual_sum(h: torch.Tensor, x: torch.Tensor, bias: torch.Tensor, scale: fl
 
 @residual_sum.register_fake
 def _(h, x, bias, scale):
-    return torch.empty_like(x, memory_format=torch.channels_last), _moments_buffer(x, x.shape[1], True)
+    return torch.empty_like(x, memory_format=torch.channels_last), _moments_buffer(x, x.shape[1])

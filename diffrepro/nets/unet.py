@@ -95,9 +95,9 @@ class UNetBlock(nn.Module):
         """The block on the channel concatenation of `parts`: (output, the output's moments or None).
 
         When sampling on a GPU the concatenation is never written (the inference kernels read the parts),
-        and the kernel that writes the output can also give its per-channel moments (skip_matmul), which
-        the next block's group norm takes for the pass it would make over the output for its statistics;
-        `moments` are the parts' moments where known."""
+        and a block whose skip is its input writes its output with the output's per-channel moments
+        (skip_matmul.residual_sum), which the group norms that read it take instead of making a pass over it
+        for its statistics; `moments` are the parts' moments where known."""
         moments = list(moments) if moments is not None else [None] * len(parts)
         if len(parts) > 1 and not self._takes_parts(parts):
             parts, moments = [torch.cat(parts, dim=1)], [None]
@@ -125,10 +125,8 @@ class UNetBlock(nn.Module):
         if self.skip is not None and not (self.up or self.down) and skip_matmul.supported(parts, self.skip.weight):
             # the skip product's epilogue adds conv1's bias with its own: one pass less over h
             h = nnf.conv2d(h, self.conv1.weight, None, padding=self.conv1.padding)
-            want = want and skip_matmul.SKIP_MOMENTS
             x = skip_matmul.skip_residual(parts, self.skip.weight, self.skip.bias + self.conv1.bias, h,
-                                          self.skip_scale, moments=want)
-            x, mom = x if want else (x, None)
+                                          self.skip_scale)
         elif self.skip is None and want and skip_matmul.residual_supported(h, x):
             h = nnf.conv2d(h, self.conv1.weight, None, padding=self.conv1.padding)
             x, mom = skip_matmul.residual_sum(h, x, self.conv1.bias, self.skip_scale)
@@ -138,8 +136,7 @@ class UNetBlock(nn.Module):
             h = self.norm2.act_parts([x], silu=False, moments=[mom]) if mom is not None else self.norm2.act(x, silu=False)
             a = self._attention(self.qkv(h))
             if skip_matmul.supported([a], self.proj.weight):      # the projection and the sum in one kernel
-                x = skip_matmul.skip_residual([a], self.proj.weight, self.proj.bias, x, self.skip_scale, moments=want)
-                x, mom = x if want else (x, None)
+                x, mom = skip_matmul.skip_residual([a], self.proj.weight, self.proj.bias, x, self.skip_scale), None
             else:
                 x, mom = (self.proj(a) + x) * self.skip_scale, None
         return x, mom
