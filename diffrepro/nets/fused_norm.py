@@ -129,8 +129,8 @@ if triton is not None:
     @triton.jit
     def _gn_act_fwd(X, A, Wt, Bs, Y, Mean, Rstd, Seed, Mom, p, HW, C, YC, G, T, eps,
                     HAS_ADD: tl.constexpr, SILU: tl.constexpr, DROPOUT: tl.constexpr, RESIDENT: tl.constexpr,
-                    HAS_MOM: tl.constexpr, BLOCK: tl.constexpr, GPB: tl.constexpr, CG: tl.constexpr,
-                    CG_P2: tl.constexpr):
+                    HAS_MOM: tl.constexpr, Y_SLICE: tl.constexpr, BLOCK: tl.constexpr, GPB: tl.constexpr,
+                    CG: tl.constexpr, CG_P2: tl.constexpr):
         gb, b = tl.program_id(0), tl.program_id(1)
         offs, mask, c, cmask = _chunk(0, gb, b, HW, C, G, BLOCK, GPB, CG, CG_P2)
         a = tl.load(A + b * C + c, mask=cmask, other=0.0).to(tl.float32) if HAS_ADD else 0.0
@@ -177,22 +177,24 @@ if triton is not None:
         scale = rstd * tl.load(Wt + c, mask=cmask, other=0.0)
         shift = tl.load(Bs + c, mask=cmask, other=0.0) - mean * scale
         if RESIDENT and not HAS_MOM:                    # offs and mask are still the slab's
-            _gn_act_store(Y, Seed, p, offs, _out(0, b, HW, YC, c, BLOCK), mask, z * scale + shift, SILU, DROPOUT)
+            yoffs = _out(0, b, HW, YC, c, BLOCK) if Y_SLICE else offs
+            _gn_act_store(Y, Seed, p, offs, yoffs, mask, z * scale + shift, SILU, DROPOUT)
         else:
             # pass 2: y = act(x * scale + shift), dropout
             shift += a * scale
             for start in range(0, HW, BLOCK):
                 offs, mask, c, cmask = _chunk(start, gb, b, HW, C, G, BLOCK, GPB, CG, CG_P2)
                 u = tl.load(X + offs, mask=mask, other=0.0).to(tl.float32) * scale + shift
-                _gn_act_store(Y, Seed, p, offs, _out(start, b, HW, YC, c, BLOCK), mask, u, SILU, DROPOUT)
+                yoffs = _out(start, b, HW, YC, c, BLOCK) if Y_SLICE else offs
+                _gn_act_store(Y, Seed, p, offs, yoffs, mask, u, SILU, DROPOUT)
         first = (tl.arange(0, GPB * CG_P2) % CG_P2 == 0)[None, :] & cmask    # one store per group
         tl.store(Mean + b * G + c // CG, mean, mask=first)
         tl.store(Rstd + b * G + c // CG, rstd, mask=first)
 
     @triton.jit
     def _out(start, b, HW, YC, c, BLOCK: tl.constexpr):
-        """Offsets in the output of the tile that _chunk(start, ...) gives, where the output's pixels are
-        YC channels apart (YC = C, or a slice of a wider tensor's channels)."""
+        """Offsets in the output of the tile that _chunk(start, ...) gives, where the output is a slice of a
+        wider tensor's channels, its pixels YC channels apart (Y_SLICE; otherwise the input's offsets)."""
         return b.to(tl.int64) * HW * YC + (start + tl.arange(0, BLOCK)[:, None]) * YC + c
 
     @triton.jit
@@ -295,7 +297,7 @@ def gn_act(x: torch.Tensor, add: Optional[torch.Tensor], weight: torch.Tensor, b
     _gn_act_fwd[(triton.cdiv(num_groups, gpb), B)](
         x, add if add is not None else x, weight, bias, y, mean, rstd, seed if seed is not None else mean, mean, p,
         H * W, C, C, num_groups, 1, eps, HAS_ADD=add is not None, SILU=silu, DROPOUT=p > 0, RESIDENT=resident,
-        HAS_MOM=False, BLOCK=block, GPB=gpb, CG=cg, CG_P2=cg_p2, num_warps=warps)
+        HAS_MOM=False, Y_SLICE=False, BLOCK=block, GPB=gpb, CG=cg, CG_P2=cg_p2, num_warps=warps)
     return y, mean, rstd
 
 
@@ -395,7 +397,8 @@ def gn_act_parts(parts: list[torch.Tensor], moments: list[Optional[torch.Tensor]
             x, shift if shift is not None else x, weight[c0:c0 + Cp], bias[c0:c0 + Cp], y[:, c0:c0 + Cp],
             stats[0], stats[1], stats, mom if mom is not None else stats, 0.0, H * W, Cp, C, G,
             mom.shape[1] if mom is not None else 1, eps, HAS_ADD=shift is not None, SILU=silu, DROPOUT=False,
-            RESIDENT=resident, HAS_MOM=mom is not None, BLOCK=block, GPB=gpb, CG=cg, CG_P2=cg_p2, num_warps=warps)
+            RESIDENT=resident, HAS_MOM=mom is not None, Y_SLICE=Cp != C, BLOCK=block, GPB=gpb, CG=cg, CG_P2=cg_p2,
+            num_warps=warps)
         c0 += Cp
     return y
 

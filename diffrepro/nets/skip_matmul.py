@@ -12,6 +12,11 @@ are read once, the output written once, and neither the concatenation nor the pr
 With fused_norm.group_norm_act_parts, which normalizes the parts without concatenating them either, a
 decoder block never writes its input's concatenation.
 
+A block whose skip is its input sums its residual in residual_sum, which also writes the output's
+per-channel moments over blocks of MOMENT_ROWS pixels: the group norms that read the output take them
+instead of walking it once more for their statistics. (The skip product could give the same moments in
+its epilogue, but on an H100 that reduction cost more than the passes it saved: benchmarks/RESULTS.md.)
+
 Forward only (no gradient is wanted): used by unet.UNetBlock when sampling on a GPU with channels-last
 tensors; training and everything else take the plain path, which the tests compare this one against.
 """
