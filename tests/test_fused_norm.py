@@ -5,25 +5,15 @@ On a CPU the Triton kernels run in Triton's interpreter, in a process of its own
 """
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
+from kernel_helpers import run_check
 
 pytest.importorskip("triton")
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _run_check(*args):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TRITON_INTERPRET": "0" if "--cuda" in args else "1"}
-    out = subprocess.run([sys.executable, str(ROOT / "tests" / "fused_norm_check.py"), *args], env=env,
-                         capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_check("fused_norm_check.py", *args)
 
 
 def _assert_close(results):
