@@ -279,6 +279,27 @@ def _empty_like(x):
     return torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
 
 
+def _forward(x, add, weight, bias, y, mean, rstd, seed, p, eps, silu, moments=None, y_channels=None):
+    """Launch the forward kernel on x (channels-last) into y: x's shape, or x's channels of a channels-last
+    tensor of y_channels channels. mean and rstd (B, groups) receive the statistics; moments (B, T, C, 2),
+    where given, replace the pass over x for them (unless the slab is read once anyway)."""
+    B, C, H, W = x.shape
+    G = mean.shape[1]
+    block, gpb, cg, cg_p2, warps, resident = _blocks(H * W, C, G, dropout=p > 0)
+    moments = None if resident else moments
+    if add is None and not resident and ZERO_SHIFT:
+        # measured on an H100: the tiled kernel compiled with a shift streams 25-30% faster than the
+        # one without (1.16 vs 1.53 ms on 2500x256x32x32), so it gets a zero shift (a 4-byte/channel memset)
+        add = torch.zeros(B, C, device=x.device, dtype=torch.float32)
+    y_channels = y_channels or C
+    _gn_act_fwd[(triton.cdiv(G, gpb), B)](
+        x, add if add is not None else x, weight, bias, y, mean, rstd, seed if seed is not None else mean,
+        moments if moments is not None else mean, p, H * W, C, y_channels, G,
+        moments.shape[1] if moments is not None else 1, eps, HAS_ADD=add is not None, SILU=silu, DROPOUT=p > 0,
+        RESIDENT=resident, HAS_MOM=moments is not None, Y_SLICE=y_channels != C, BLOCK=block, GPB=gpb, CG=cg,
+        CG_P2=cg_p2, num_warps=warps)
+
+
 @torch.library.custom_op("diffrepro::gn_act", mutates_args=())
 def gn_act(x: torch.Tensor, add: Optional[torch.Tensor], weight: torch.Tensor, bias: torch.Tensor,
            seed: Optional[torch.Tensor], num_groups: int, eps: float, silu: bool, p: float
@@ -289,15 +310,7 @@ def gn_act(x: torch.Tensor, add: Optional[torch.Tensor], weight: torch.Tensor, b
     y = _empty_like(x)
     mean = torch.empty(B, num_groups, device=x.device, dtype=torch.float32)
     rstd = torch.empty_like(mean)
-    block, gpb, cg, cg_p2, warps, resident = _blocks(H * W, C, num_groups, dropout=p > 0)
-    if add is None and not resident and ZERO_SHIFT:
-        # measured on an H100: the tiled kernel compiled with a shift streams 25-30% faster than the
-        # one without (1.16 vs 1.53 ms on 2500x256x32x32), so it gets a zero shift (a 4-byte/channel memset)
-        add = torch.zeros(B, C, device=x.device, dtype=torch.float32)
-    _gn_act_fwd[(triton.cdiv(num_groups, gpb), B)](
-        x, add if add is not None else x, weight, bias, y, mean, rstd, seed if seed is not None else mean, mean, p,
-        H * W, C, C, num_groups, 1, eps, HAS_ADD=add is not None, SILU=silu, DROPOUT=p > 0, RESIDENT=resident,
-        HAS_MOM=False, Y_SLICE=False, BLOCK=block, GPB=gpb, CG=cg, CG_P2=cg_p2, num_warps=warps)
+    _forward(x, add, weight, bias, y, mean, rstd, seed, p, eps, silu)
     return y, mean, rstd
 
 
@@ -388,17 +401,9 @@ def gn_act_parts(parts: list[torch.Tensor], moments: list[Optional[torch.Tensor]
     c0 = 0
     for x, mom in zip(parts, moments):
         Cp = x.shape[1]
-        G = Cp // cg
-        stats = torch.empty(2, B, G, device=x.device, dtype=torch.float32)
-        block, gpb, _, cg_p2, warps, resident = _blocks(H * W, Cp, G)
-        mom = None if resident else mom              # a resident slab is read once anyway
-        shift = None if resident or not ZERO_SHIFT else torch.zeros(B, Cp, device=x.device, dtype=torch.float32)
-        _gn_act_fwd[(triton.cdiv(G, gpb), B)](
-            x, shift if shift is not None else x, weight[c0:c0 + Cp], bias[c0:c0 + Cp], y[:, c0:c0 + Cp],
-            stats[0], stats[1], stats, mom if mom is not None else stats, 0.0, H * W, Cp, C, G,
-            mom.shape[1] if mom is not None else 1, eps, HAS_ADD=shift is not None, SILU=silu, DROPOUT=False,
-            RESIDENT=resident, HAS_MOM=mom is not None, Y_SLICE=Cp != C, BLOCK=block, GPB=gpb, CG=cg, CG_P2=cg_p2,
-            num_warps=warps)
+        mean, rstd = torch.empty(2, B, Cp // cg, device=x.device, dtype=torch.float32)
+        _forward(x, None, weight[c0:c0 + Cp], bias[c0:c0 + Cp], y[:, c0:c0 + Cp], mean, rstd, None, 0.0, eps, silu,
+                 moments=mom, y_channels=C)
         c0 += Cp
     return y
 
