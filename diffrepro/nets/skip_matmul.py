@@ -50,20 +50,26 @@ def _channels_last(x: torch.Tensor) -> bool:
     return x.ndim == 4 and x.is_contiguous(memory_format=torch.channels_last)
 
 
+def _kernels_take(tensors: list[torch.Tensor], *params: torch.Tensor) -> bool:
+    """What both kernels here need: Triton (not switched off), no gradient wanted, CUDA tensors (or
+    Triton's interpreter) of one float dtype, stored channels-last."""
+    x = tensors[0]
+    return (triton is not None and os.environ.get("DIFFREPRO_FUSED_SKIP", "1") != "0"
+            and not (torch.is_grad_enabled() and any(t.requires_grad for t in (*tensors, *params)))
+            and (x.is_cuda or os.environ.get("TRITON_INTERPRET") == "1")
+            and x.dtype in (torch.float32, torch.bfloat16, torch.float16)
+            and all(_channels_last(t) and t.dtype == x.dtype for t in tensors))
+
+
 def supported(parts: list[torch.Tensor], weight: torch.Tensor) -> bool:
     """Whether skip_residual takes the kernel for these parts and this 1x1 weight (else `plain`)."""
-    if triton is None or os.environ.get("DIFFREPRO_FUSED_SKIP", "1") == "0" or not 1 <= len(parts) <= MAX_PARTS:
-        return False
-    if torch.is_grad_enabled() and (weight.requires_grad or any(p.requires_grad for p in parts)):
+    if not (1 <= len(parts) <= MAX_PARTS and _kernels_take(parts, weight)):
         return False
     x = parts[0]
-    if not (x.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"):
-        return False
     cout, cin, k, _ = weight.shape
     return (k == 1 and cout % 64 == 0 and cin == sum(p.shape[1] for p in parts)
-            and x.dtype in (torch.float32, torch.bfloat16, torch.float16)
-            and all(_channels_last(p) and p.shape[1] % BLOCK_K == 0 and p.dtype == x.dtype
-                    and p.shape[0] == x.shape[0] and p.shape[2:] == x.shape[2:] for p in parts))
+            and all(p.shape[1] % BLOCK_K == 0 and p.shape[0] == x.shape[0] and p.shape[2:] == x.shape[2:]
+                    for p in parts))
 
 
 if triton is not None:
@@ -189,11 +195,7 @@ def skip_residual(parts: list[torch.Tensor], weight: torch.Tensor, bias: torch.T
 
 def residual_supported(h: torch.Tensor, x: torch.Tensor) -> bool:
     """Whether residual_sum takes the kernel for these tensors."""
-    return (triton is not None and os.environ.get("DIFFREPRO_FUSED_SKIP", "1") != "0"
-            and not (torch.is_grad_enabled() and (h.requires_grad or x.requires_grad))
-            and (x.is_cuda or os.environ.get("TRITON_INTERPRET") == "1") and h.shape == x.shape
-            and h.dtype == x.dtype and x.dtype in (torch.float32, torch.bfloat16, torch.float16)
-            and x.shape[1] % 64 == 0 and _channels_last(h) and _channels_last(x) and moments_supported(x))
+    return _kernels_take([h, x]) and h.shape == x.shape and x.shape[1] % 64 == 0 and moments_supported(x)
 
 
 @torch.library.custom_op("diffrepro::residual_sum", mutates_args=())
