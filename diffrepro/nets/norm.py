@@ -60,8 +60,9 @@ class GroupNorm(nn.GroupNorm):
 
     def act_parts(self, parts: list[torch.Tensor], silu: bool = True, moments: Optional[list] = None) -> torch.Tensor:
         """self.act(torch.cat(parts, 1), silu=silu), without writing the concatenation where takes_parts(),
-        and without reading a part for its statistics where its moments are given (see skip_matmul)."""
-        if self.takes_parts(parts):
+        and without reading a part for its statistics where its moments are given (see skip_matmul). One
+        part without moments takes act() itself."""
+        if (len(parts) > 1 or any(m is not None for m in moments or [])) and self.takes_parts(parts):
             return fused_norm.group_norm_act_parts(parts, self.num_groups, self.weight, self.bias, self.eps,
                                                    silu=silu, moments=moments)
         return self.act(parts[0] if len(parts) == 1 else torch.cat(parts, dim=1), silu=silu)

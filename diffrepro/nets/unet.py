@@ -102,10 +102,7 @@ class UNetBlock(nn.Module):
         if len(parts) > 1 and not self._takes_parts(parts):
             parts, moments = [torch.cat(parts, dim=1)], [None]
         x = parts[0]
-        if len(parts) > 1 or moments[0] is not None:
-            h = self.norm0.act_parts(parts, moments=moments)
-        else:
-            h = self.norm0.act(x)
+        h = self.norm0.act_parts(parts, moments=moments)
         # sampling: an upsampling block's conv0 reads the input at its own resolution (conv.upsampled_conv3x3)
         subpixel = self.up and is_channels_last(h) and not _wants_grad(h, self.conv0.weight)
         if not subpixel:
@@ -133,7 +130,7 @@ class UNetBlock(nn.Module):
         else:
             x = self._residual(h, x, parts)
         if self.num_heads:
-            h = self.norm2.act_parts([x], silu=False, moments=[mom]) if mom is not None else self.norm2.act(x, silu=False)
+            h = self.norm2.act_parts([x], silu=False, moments=[mom])
             a = self._attention(self.qkv(h))
             if skip_matmul.supported([a], self.proj.weight):      # the projection and the sum in one kernel
                 x, mom = skip_matmul.skip_residual([a], self.proj.weight, self.proj.bias, x, self.skip_scale), None
@@ -240,5 +237,4 @@ class SongUNet(nn.Module):
                 x, mom = block.run([x, s], emb, [mom, s_mom])
             else:
                 x, mom = block.run([x], emb, [mom])
-        h = self.out_norm.act_parts([x], moments=[mom]) if mom is not None else self.out_norm.act(x)
-        return self.out_conv(h)
+        return self.out_conv(self.out_norm.act_parts([x], moments=[mom]))
