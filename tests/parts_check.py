@@ -14,7 +14,7 @@ import sys
 import torch
 import torch.nn.functional as nnf
 
-from diffrepro.nets import fused_norm, skip_matmul
+from diffrepro.nets import fused_norm, norm_split, out_head, skip_matmul
 from diffrepro.nets.unet import SongUNet
 
 
@@ -99,8 +99,9 @@ def norm_moments_case(device):
 
 
 def unet_case(device, model_channels=32, channel_mult=(2, 2)):
-    """A small U-Net without gradients: the parts kernels against the plain path (both off), and which
-    decoder blocks took the parts."""
+    """A small U-Net without gradients: the parts kernels against the plain path (all off), which decoder
+    blocks took the parts (whole groups per part, or groups straddling them), and whether the output layer
+    took out_head."""
     torch.manual_seed(0)
     net = SongUNet(img_resolution=8, in_channels=3, model_channels=model_channels, channel_mult=channel_mult, num_blocks=1,
                    attn_resolutions=(4,), dropout=0.0).to(device).to(memory_format=torch.channels_last).eval()
@@ -109,22 +110,85 @@ def unet_case(device, model_channels=32, channel_mult=(2, 2)):
             torch.nn.init.normal_(m.weight, std=1 / math.sqrt(m.weight[0].numel()))
     x = cl(torch.randn(2, 3, 8, 8, device=device))
     sigma = torch.rand(2, device=device)
-    calls, with_moments = [], []
-    fused = fused_norm.gn_act_parts
+    calls, with_moments, split_calls, heads = [], [], [], []
+    fused, split, head = fused_norm.gn_act_parts, norm_split.group_norm_act, out_head.head
 
     def counted(parts, moments, *a, **k):
         if len(parts) > 1:
             calls.append(sum(p.shape[1] for p in parts))
         with_moments.append(sum(m is not None for m in moments))
         return fused(parts, moments, *a, **k)
-    fused_norm.gn_act_parts = counted
+
+    def counted_split(parts, *a, **k):
+        split_calls.append([p.shape[1] for p in parts])
+        return split(parts, *a, **k)
+
+    def counted_head(*a, **k):
+        heads.append(1)
+        return head(*a, **k)
+    fused_norm.gn_act_parts, norm_split.group_norm_act, out_head.head = counted, counted_split, counted_head
     out = {}
     with torch.no_grad():
         for flag in ("1", "0"):
             os.environ["DIFFREPRO_FUSED_NORM"] = os.environ["DIFFREPRO_FUSED_SKIP"] = flag
             out[flag] = net(x, sigma)
-    fused_norm.gn_act_parts = fused
-    return {"y": rel(out["1"], out["0"].double()), "parts_calls": calls, "norms_given_moments": sum(with_moments)}
+    os.environ["DIFFREPRO_FUSED_NORM"] = os.environ["DIFFREPRO_FUSED_SKIP"] = "1"
+    fused_norm.gn_act_parts, norm_split.group_norm_act, out_head.head = fused, split, head
+    return {"y": rel(out["1"], out["0"].double()), "parts_calls": calls, "norms_given_moments": sum(with_moments),
+            "split_calls": split_calls, "head_calls": len(heads)}
+
+
+def split_case(device):
+    """norm_split's group norm over parts whose groups straddle them (20 | 44 channels, groups of 8), with
+    the first part's moments given or computed, against float64."""
+    gen = torch.Generator().manual_seed(11)
+    parts = tensors(gen, (2, 20, 6, 9), (2, 44, 6, 9), offset=2.0)
+    C, G = 64, 8
+    weight, bias = 1 + 0.3 * torch.randn(C, generator=gen), 0.3 * torch.randn(C, generator=gen)
+    ref = nnf.silu(nnf.group_norm(torch.cat(parts, 1).double(), G, weight.double(), bias.double(), 1e-6))
+    dev = [cl(p.to(device)) for p in parts]
+    given = tile_moments(parts[0], rows=9).float().to(device)                 # 6 blocks of 9 pixels
+    out = {"supported": norm_split.supported(dev, G)}
+    for name, moments in {"computed": None, "given": [given, None]}.items():
+        y = norm_split.group_norm_act(dev, G, weight.to(device), bias.to(device), 1e-6, moments=moments)
+        out[name] = rel(y, ref)
+    out["channels_last"] = y.is_contiguous(memory_format=torch.channels_last)
+    return out
+
+
+def channel_moments_case(device):
+    """channel_moments against float64, over pixel counts below, at and across its tile (64 pixels)."""
+    gen = torch.Generator().manual_seed(13)
+    out = {}
+    for H, W in [(5, 7), (8, 8), (9, 16)]:
+        x = tensors(gen, (3, 70, H, W), offset=4.0)[0]
+        ref = tile_moments(x, rows=H * W)
+        out[f"{H}x{W}"] = rel(norm_split.channel_moments(cl(x.to(device))), ref)
+    return out
+
+
+def head_case(device):
+    """out_head.head against conv3x3(silu(GN(x))) in float64: 3 output channels and 1, moments given or not."""
+    gen = torch.Generator().manual_seed(17)
+    out = {}
+    for C, H, W, cout in [(64, 8, 8, 3), (32, 4, 12, 1)]:
+        x = tensors(gen, (2, C, H, W))[0]
+        norm = torch.nn.GroupNorm(8, C, eps=1e-6)
+        conv = torch.nn.Conv2d(C, cout, 3, padding=1)
+        for t in (norm.weight, norm.bias, conv.bias):
+            t.data = torch.randn(t.shape, generator=gen) * 0.3 + (1.0 if t is norm.weight else 0.0)
+        ref = nnf.conv2d(nnf.silu(nnf.group_norm(x.double(), 8, norm.weight.double(), norm.bias.double(), 1e-6)),
+                         conv.weight.double(), conv.bias.double(), padding=1)
+        norm, conv, xd = norm.to(device), conv.to(device), cl(x.to(device))
+        key = f"{C}->{cout} {H}x{W}"
+        out[key + " supported"] = out_head.supported(xd, 8, conv.weight)
+        out[key] = rel(out_head.head(xd, norm, conv), ref)
+        moments = tile_moments(x, rows=16).float().to(device)
+        out[key + " moments"] = rel(out_head.head(xd, norm, conv, moments), ref)
+        # moments that disagree with x must change the result (they are used, not recomputed)
+        out[key + " wrong moments"] = rel(out_head.head(xd, norm, conv, moments * torch.tensor([2.0, 1.0], device=device)), ref)
+    out["5x7 supported"] = out_head.supported(cl(torch.zeros(1, 64, 5, 7, device=device)), 8, conv.weight)
+    return out
 
 
 def main():
@@ -161,6 +225,11 @@ def main():
     fused_norm.RESIDENT, fused_norm.TILE = 0, 128           # every norm walks its slab twice: moments wanted
     results["unet tiled"] = unet_case(device, model_channels=64, channel_mult=(1, 1))
     fused_norm.RESIDENT, fused_norm.TILE = saved
+    # the last decoder block reads 128 + 64 channels in groups of 6: they straddle the parts
+    results["unet straddling"] = unet_case(device, model_channels=64, channel_mult=(2, 2))
+    results["split"] = split_case(device)
+    results["channel moments"] = channel_moments_case(device)
+    results["head"] = head_case(device)
     print(json.dumps(results))
 
 

@@ -1,6 +1,6 @@
 """The inference kernels that read a decoder block's concatenated input as its parts, never writing the
-concatenation (fused_norm.gn_act_parts, skip_matmul.skip_residual), against float64 and against the
-plain path in a U-Net.
+concatenation (fused_norm.gn_act_parts, norm_split, skip_matmul.skip_residual), and the output layer's
+(out_head), against float64 and against the plain path in a U-Net.
 
 On a CPU the Triton kernels run in Triton's interpreter, in a process of its own (tests/parts_check.py);
 on a GPU (`-m gpu`) they run compiled.
@@ -23,7 +23,16 @@ def _assert_close(results, cuda):
     assert results.pop("norm straddling supported") is False
     assert results.pop("skip 32 channels supported") is False
     assert results.pop("skip with gradient supported") is False
-    unet, unet_tiled = results.pop("unet"), results.pop("unet tiled")
+    unet, unet_tiled, unet_straddling = results.pop("unet"), results.pop("unet tiled"), results.pop("unet straddling")
+    # groups straddling two parts (given the first part's moments or not), per-channel moments, the output layer
+    split = results.pop("split")
+    assert split["supported"] and split["channels_last"] and max(split["computed"], split["given"]) < 2e-6, split
+    assert all(v < 2e-6 for v in results.pop("channel moments").values())
+    head = results.pop("head")
+    assert head.pop("5x7 supported") is False                  # 35 pixels: no block of 16 divides them
+    for key in ("64->3 8x8", "32->1 4x12"):
+        assert head.pop(key + " supported") and head.pop(key + " wrong moments") > 0.1, (key, head)
+    assert len(head) == 4 and all(v < 2e-6 for v in head.values()), head
     # the residual sum's output, and its moments against those of the output it stored
     m = results.pop("moments")
     assert m.pop("moments_shape") == [2, 2, 128, 2], m                       # (B, H*W / 64, C, 2)
@@ -48,6 +57,12 @@ def _assert_close(results, cuda):
     # (64 + 32) was concatenated
     assert unet["parts_calls"] == [128, 128, 128] and unet["norms_given_moments"] == 0, unet
     assert unet["y"] < 1e-5, unet
+    # every U-Net's output layer took out_head; with 128 + 64 channels in groups of 6 the last decoder block's
+    # groups straddle its parts: it took norm_split, the three before it fused_norm's parts
+    assert unet["head_calls"] == unet_tiled["head_calls"] == unet_straddling["head_calls"] == 1
+    assert unet["split_calls"] == unet_tiled["split_calls"] == [], (unet, unet_tiled)
+    assert unet_straddling["split_calls"] == [[128, 64]] and unet_straddling["parts_calls"] == [256] * 3, unet_straddling
+    assert unet_straddling["y"] < 1e-5, unet_straddling
 
 
 def test_parts_kernels_interpreted():

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as nnf
 from torch import nn
 
-from . import fused_norm
+from . import fused_norm, norm_split
 
 
 def is_channels_last(x: torch.Tensor) -> bool:
@@ -55,16 +55,22 @@ class GroupNorm(nn.GroupNorm):
         return self.affine and is_channels_last(x) and fused_norm.supported(x, self.num_groups, self.num_channels)
 
     def takes_parts(self, parts: list[torch.Tensor]) -> bool:
-        """Whether act_parts() runs the fused kernel on these parts without concatenating them."""
-        return self.affine and fused_norm.parts_supported(parts, self.num_groups)
+        """Whether act_parts() runs fused kernels on these parts without concatenating them: fused_norm's
+        where each part is whole groups, norm_split's where groups straddle parts."""
+        return self.affine and (fused_norm.parts_supported(parts, self.num_groups)
+                                or norm_split.supported(parts, self.num_groups))
 
     def act_parts(self, parts: list[torch.Tensor], silu: bool = True, moments: Optional[list] = None) -> torch.Tensor:
         """self.act(torch.cat(parts, 1), silu=silu), without writing the concatenation where takes_parts(),
         and without reading a part for its statistics where its moments are given (see skip_matmul). One
         part without moments takes act() itself."""
-        if (len(parts) > 1 or any(m is not None for m in moments or [])) and self.takes_parts(parts):
-            return fused_norm.group_norm_act_parts(parts, self.num_groups, self.weight, self.bias, self.eps,
-                                                   silu=silu, moments=moments)
+        if (len(parts) > 1 or any(m is not None for m in moments or [])) and self.affine:
+            if fused_norm.parts_supported(parts, self.num_groups):
+                return fused_norm.group_norm_act_parts(parts, self.num_groups, self.weight, self.bias, self.eps,
+                                                       silu=silu, moments=moments)
+            if len(parts) > 1 and norm_split.supported(parts, self.num_groups):
+                return norm_split.group_norm_act(parts, self.num_groups, self.weight, self.bias, self.eps,
+                                                 silu=silu, moments=moments)
         return self.act(parts[0] if len(parts) == 1 else torch.cat(parts, dim=1), silu=silu)
 
     def act(self, x: torch.Tensor, add: Optional[torch.Tensor] = None, silu: bool = True,

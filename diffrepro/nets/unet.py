@@ -16,7 +16,7 @@ from torch import nn
 from .conv import Conv2d, upsampled_conv3x3
 from .embedding import build_embedding
 from .norm import GroupNorm, is_channels_last
-from . import fused_norm, skip_matmul
+from . import fused_norm, out_head, skip_matmul
 
 
 def _group_norm(channels: int) -> nn.GroupNorm:
@@ -237,4 +237,6 @@ class SongUNet(nn.Module):
                 x, mom = block.run([x, s], emb, [mom, s_mom])
             else:
                 x, mom = block.run([x], emb, [mom])
+        if self.out_norm.affine and out_head.supported(x, self.out_norm.num_groups, self.out_conv.weight):
+            return out_head.head(x, self.out_norm, self.out_conv, mom)      # the norm's output is never written
         return self.out_conv(self.out_norm.act_parts([x], moments=[mom]))

@@ -1,0 +1,139 @@
+"""A group norm split into its statistics and its application, for inference:
+
+    moments (per sample and channel) -> scale, shift (per sample and channel) -> act(x * scale + shift)
+
+fused_norm's kernels own whole groups of one tensor. Two places in the U-Net need the norm taken apart:
+- the last decoder block's input is a concatenation whose groups straddle its parts (256 + 128 channels
+  in groups of 12). Here each part's per-channel moments come from one pass over it (or from the kernel
+  that wrote it), the groups' statistics from those moments by the law of total variance (as in
+  norm.py), and the normalized parts are written side by side: the concatenation of the inputs is never
+  stored.
+- the output layer applies the norm inside its own kernel (out_head.py), from the scale and shift here.
+
+Forward only (no gradient is wanted), CUDA (or Triton's interpreter) tensors stored channels-last; the
+tests compare every path against float64.
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import torch
+import torch.nn.functional as nnf
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:                                     # CPU-only installs: the plain path is used
+    triton = None
+
+ROWS = 64               # pixels per step of the moments kernel
+CHANNELS = 64           # channels per program of the moments kernel
+
+
+def _wants_grad(tensors) -> bool:
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
+def supported(parts: list[torch.Tensor], num_groups: int) -> bool:
+    """Whether the split path takes these parts: CUDA (or the interpreter), one float dtype and shape but
+    for channels, channels-last, whole groups in their concatenation, no gradient wanted."""
+    if triton is None or os.environ.get("DIFFREPRO_FUSED_NORM", "1") == "0" or _wants_grad(parts):
+        return False
+    x = parts[0]
+    if not (x.is_cuda or os.environ.get("TRITON_INTERPRET") == "1") or x.ndim != 4:
+        return False
+    if x.dtype not in (torch.float32, torch.bfloat16, torch.float16):
+        return False
+    return (sum(p.shape[1] for p in parts) % num_groups == 0
+            and all(p.ndim == 4 and p.shape[0] == x.shape[0] and p.shape[2:] == x.shape[2:] and p.dtype == x.dtype
+                    and p.device == x.device and p.is_contiguous(memory_format=torch.channels_last) for p in parts))
+
+
+if triton is not None:
+    @triton.jit
+    def _moments_kernel(X, Mom, HW, C, ROWS: tl.constexpr, CHANNELS: tl.constexpr):
+        """Per (sample, channel): the mean over the sample's pixels and the sum of squared deviations from
+        it, combined tile by tile (Chan et al.'s pairwise update, exact in float32)."""
+        cb, b = tl.program_id(0), tl.program_id(1)
+        c = cb * CHANNELS + tl.arange(0, CHANNELS)
+        cmask = c < C
+        mean = tl.zeros((CHANNELS,), tl.float32)
+        m2 = tl.zeros((CHANNELS,), tl.float32)
+        for start in range(0, HW, ROWS):
+            hw = start + tl.arange(0, ROWS)
+            mask = (hw < HW)[:, None] & cmask[None, :]
+            v = tl.load(X + b.to(tl.int64) * HW * C + hw[:, None] * C + c[None, :], mask=mask, other=0.0)
+            v = v.to(tl.float32)
+            n = tl.minimum(HW - start, ROWS) * 1.0                # pixels in this tile
+            mean_t = tl.sum(v, axis=0) / n
+            d = tl.where(mask, v - mean_t[None, :], 0.0)
+            m2_t = tl.sum(d * d, axis=0)
+            seen = start * 1.0                                      # pixels before it
+            delta = mean_t - mean
+            mean += delta * (n / (seen + n))
+            m2 += m2_t + delta * delta * (seen * n / (seen + n))
+        at = (b.to(tl.int64) * C + c) * 2
+        tl.store(Mom + at, mean, mask=cmask)
+        tl.store(Mom + at + 1, m2, mask=cmask)
+
+
+@torch.library.custom_op("diffrepro::channel_moments", mutates_args=())
+def channel_moments(x: torch.Tensor) -> torch.Tensor:
+    """x's per-channel moments over each sample's pixels, (B, 1, C, 2): mean and sum of squared deviations
+    (the layout skip_matmul.residual_sum gives over blocks of pixels, here one block)."""
+    x = x.contiguous(memory_format=torch.channels_last)
+    B, C, H, W = x.shape
+    mom = torch.empty(B, 1, C, 2, device=x.device, dtype=torch.float32)
+    _moments_kernel[(triton.cdiv(C, CHANNELS), B)](x, mom, H * W, C, ROWS=ROWS, CHANNELS=CHANNELS, num_warps=4)
+    return mom
+
+
+@channel_moments.register_fake
+def _(x):
+    return x.new_empty(x.shape[0], 1, x.shape[1], 2, dtype=torch.float32)
+
+
+def scale_shift(moments: list[torch.Tensor], hw: int, num_groups: int, weight: torch.Tensor, bias: torch.Tensor,
+                eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The group norm of the parts' concatenation as y = x * scale + shift, per (sample, channel), from each
+    part's moments (B, T, C_part, 2) over T equal blocks of its pixels."""
+    mean_c, m2_c = [], []
+    for mom in moments:
+        mean_t, m2_t = mom[..., 0], mom[..., 1]                     # (B, T, C_part)
+        mean = mean_t.mean(1)
+        # law of total variance over the T blocks of hw / T pixels each
+        m2_c.append(m2_t.sum(1) + (hw // mom.shape[1]) * (mean_t - mean[:, None]).square().sum(1))
+        mean_c.append(mean)
+    mean_c, m2_c = torch.cat(mean_c, 1), torch.cat(m2_c, 1)       # (B, C)
+    B, C = mean_c.shape
+    cg = C // num_groups
+    mean_gc, m2_gc = mean_c.view(B, num_groups, cg), m2_c.view(B, num_groups, cg)
+    mean_g = mean_gc.mean(-1, keepdim=True)                        # ... and over the group's channels
+    var_g = (m2_gc.sum(-1, keepdim=True) + hw * (mean_gc - mean_g).square().sum(-1, keepdim=True)) / (hw * cg)
+    scale = torch.rsqrt(var_g + eps) * weight.float().view(1, num_groups, cg)
+    shift = bias.float().view(1, num_groups, cg) - mean_g * scale
+    return scale.reshape(B, C), shift.reshape(B, C)
+
+
+def moments_or_pass(x: torch.Tensor, moments: Optional[torch.Tensor]) -> torch.Tensor:
+    """The moments that came with x, or one pass over x for them."""
+    return moments if moments is not None else channel_moments(x)
+
+
+def group_norm_act(parts: list[torch.Tensor], num_groups: int, weight: torch.Tensor, bias: torch.Tensor, eps: float,
+                   silu: bool = True, moments: Optional[list] = None) -> torch.Tensor:
+    """act(GN(torch.cat(parts, 1))), its groups free to straddle the parts, without reading a part for its
+    statistics where its moments are given; see supported(). The application is pointwise, which
+    torch.compile writes as one pass over each part into its channels of the output."""
+    moments = list(moments) if moments is not None else [None] * len(parts)
+    B, _, H, W = parts[0].shape
+    scale, shift = scale_shift([moments_or_pass(p, m) for p, m in zip(parts, moments)], H * W, num_groups,
+                               weight, bias, eps)
+    out, c0 = [], 0
+    for p in parts:
+        cp = p.shape[1]
+        u = p * scale[:, c0:c0 + cp, None, None] + shift[:, c0:c0 + cp, None, None]
+        out.append((nnf.silu(u) if silu else u).to(p.dtype))
+        c0 += cp
+    return torch.cat(out, 1) if len(out) > 1 else out[0]
