@@ -27,6 +27,38 @@ def cl(x):
     return x.contiguous(memory_format=torch.channels_last)
 
 
+def launch_shapes(args):
+    """ms of each kernel in other launch shapes: the product (rows, warps, stages), the moments and apply
+    kernels (rows, channels, warps), on a 2500 x 256 x 32 x 32 bf16 input."""
+    import triton
+    x = cl(torch.randn(args.batch, 256, 32, 32, device="cuda")).to(torch.bfloat16)
+    B, C, H, W = x.shape
+    M = B * H * W
+    scale, shift = torch.rand(2, B, C, device="cuda")
+    wz = torch.randn(C, 32, device="cuda", dtype=torch.bfloat16)
+    z = torch.empty(M, 32, device="cuda")
+    y, mom = torch.empty_like(x), torch.empty(B, 1, C, 2, device="cuda")
+    out = {"a plain copy of x (read + write)": round(cuda_ms(lambda: y.copy_(x), repeats=args.repeats), 4),
+           "a plain sum over x (read)": round(cuda_ms(lambda: x.sum(), repeats=args.repeats), 4)}
+    for rows, warps, stages in [(128, 4, 3), (128, 4, 2), (128, 8, 3), (64, 4, 3), (256, 8, 3), (256, 4, 3), (128, 4, 4)]:
+        out[f"product {rows} rows, {warps} warps, {stages} stages"] = round(cuda_ms(
+            lambda: out_head._act_product_kernel[(M // rows,)](x, scale, shift, wz, z, H * W, C, 32, BLOCK_M=rows,
+                                                               BLOCK_K=64, PRECISION="tf32", num_warps=warps,
+                                                               num_stages=stages), repeats=args.repeats), 4)
+    for rows, channels, warps in [(128, 64, 8), (64, 64, 4), (256, 32, 8), (128, 32, 4), (256, 64, 8), (64, 128, 8),
+                                  (32, 256, 8)]:
+        out[f"moments {rows} rows, {channels} channels, {warps} warps"] = round(cuda_ms(
+            lambda: norm_split._moments_kernel[(triton.cdiv(C, channels), B)](
+                x, mom, H * W, C, ROWS=rows, CHANNELS=channels, num_warps=warps), repeats=args.repeats), 4)
+        out[f"apply {rows} rows, {channels} channels, {warps} warps"] = round(cuda_ms(
+            lambda: norm_split._apply_kernel[(triton.cdiv(H * W, rows), triton.cdiv(C, channels), B)](
+                x, scale, shift, y, H * W, C, C, 0, SILU=True, ROWS=rows, CHANNELS=channels, num_warps=warps),
+            repeats=args.repeats), 4)
+    for k, v in out.items():
+        print(k, v, flush=True)
+    return out
+
+
 def main(args):
     torch.manual_seed(0)
     dev = dict(device="cuda")
@@ -60,6 +92,11 @@ def main(args):
     report("straddle: norm_split", lambda: norm_split.group_norm_act(parts, 32, norm.weight, norm.bias, 1e-6), ref)
     report("moments of a 256-channel part", lambda: norm_split.channel_moments(parts[0]),
            norm_split.channel_moments(parts[0].float()))
+    report("split norm's application, 256 + 128 channels",
+           lambda: norm_split.apply(parts, torch.ones(args.batch, 384, device="cuda"),
+                                    torch.zeros(args.batch, 384, device="cuda"), True),
+           torch.nn.functional.silu(torch.cat([p.float() for p in parts], 1)))
+    summary["launch shapes"] = launch_shapes(args)
     write_result(args.out, f"head-straddle-b{args.batch}", {"batch": args.batch, "summary": summary})
 
 

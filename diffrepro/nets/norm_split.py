@@ -19,7 +19,6 @@ import os
 from typing import Optional
 
 import torch
-import torch.nn.functional as nnf
 
 try:
     import triton
@@ -27,8 +26,9 @@ try:
 except ImportError:                                     # CPU-only installs: the plain path is used
     triton = None
 
-ROWS = 64               # pixels per step of the moments kernel
-CHANNELS = 64           # channels per program of the moments kernel
+ROWS = 128              # pixels per tile of the moments and apply kernels
+CHANNELS = 64           # channels per tile (128 bytes of each bf16 pixel)
+WARPS = 8
 
 
 def _wants_grad(tensors) -> bool:
@@ -54,28 +54,48 @@ if triton is not None:
     @triton.jit
     def _moments_kernel(X, Mom, HW, C, ROWS: tl.constexpr, CHANNELS: tl.constexpr):
         """Per (sample, channel): the mean over the sample's pixels and the sum of squared deviations from
-        it, combined tile by tile (Chan et al.'s pairwise update, exact in float32)."""
+        it. Sums of deviations from the first tile's mean (no cancellation), kept per tile position and
+        reduced once at the end."""
         cb, b = tl.program_id(0), tl.program_id(1)
         c = cb * CHANNELS + tl.arange(0, CHANNELS)
         cmask = c < C
-        mean = tl.zeros((CHANNELS,), tl.float32)
-        m2 = tl.zeros((CHANNELS,), tl.float32)
+        x = X + b.to(tl.int64) * HW * C
+        hw = tl.arange(0, ROWS)
+        mask = (hw < HW)[:, None] & cmask[None, :]
+        v = tl.load(x + hw[:, None] * C + c[None, :], mask=mask, other=0.0).to(tl.float32)
+        shift = tl.sum(v, axis=0) / tl.minimum(HW, ROWS)
+        s1 = tl.zeros((ROWS, CHANNELS), tl.float32)
+        s2 = tl.zeros((ROWS, CHANNELS), tl.float32)
         for start in range(0, HW, ROWS):
             hw = start + tl.arange(0, ROWS)
             mask = (hw < HW)[:, None] & cmask[None, :]
-            v = tl.load(X + b.to(tl.int64) * HW * C + hw[:, None] * C + c[None, :], mask=mask, other=0.0)
-            v = v.to(tl.float32)
-            n = tl.minimum(HW - start, ROWS) * 1.0                # pixels in this tile
-            mean_t = tl.sum(v, axis=0) / n
-            d = tl.where(mask, v - mean_t[None, :], 0.0)
-            m2_t = tl.sum(d * d, axis=0)
-            seen = start * 1.0                                      # pixels before it
-            delta = mean_t - mean
-            mean += delta * (n / (seen + n))
-            m2 += m2_t + delta * delta * (seen * n / (seen + n))
+            z = tl.where(mask, tl.load(x + hw[:, None] * C + c[None, :], mask=mask, other=0.0).to(tl.float32)
+                         - shift[None, :], 0.0)
+            s1 += z
+            s2 += z * z
+        s1 = tl.sum(s1, axis=0)
+        s2 = tl.sum(s2, axis=0)
         at = (b.to(tl.int64) * C + c) * 2
-        tl.store(Mom + at, mean, mask=cmask)
-        tl.store(Mom + at + 1, m2, mask=cmask)
+        tl.store(Mom + at, shift + s1 / HW, mask=cmask)
+        tl.store(Mom + at + 1, s2 - s1 * s1 / HW, mask=cmask)
+
+    @triton.jit
+    def _apply_kernel(X, Scale, Shift, Y, HW, C, YC, c0, SILU: tl.constexpr, ROWS: tl.constexpr,
+                      CHANNELS: tl.constexpr):
+        """y[..., c0 + c] = act(x[..., c] * scale[c0 + c] + shift[c0 + c]) for a tile of one sample's pixels;
+        y has YC channels, scale and shift are per (sample, channel of y)."""
+        t, cb, b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+        hw = t * ROWS + tl.arange(0, ROWS)
+        c = cb * CHANNELS + tl.arange(0, CHANNELS)
+        cmask = c < C
+        mask = (hw < HW)[:, None] & cmask[None, :]
+        px = b.to(tl.int64) * HW + hw
+        u = tl.load(X + px[:, None] * C + c[None, :], mask=mask, other=0.0).to(tl.float32) \
+            * tl.load(Scale + b * YC + c0 + c, mask=cmask, other=0.0)[None, :] \
+            + tl.load(Shift + b * YC + c0 + c, mask=cmask, other=0.0)[None, :]
+        if SILU:
+            u = u * tl.sigmoid(u)
+        tl.store(Y + px[:, None] * YC + c0 + c[None, :], u.to(Y.dtype.element_ty), mask=mask)
 
 
 @torch.library.custom_op("diffrepro::channel_moments", mutates_args=())
@@ -85,7 +105,7 @@ def channel_moments(x: torch.Tensor) -> torch.Tensor:
     x = x.contiguous(memory_format=torch.channels_last)
     B, C, H, W = x.shape
     mom = torch.empty(B, 1, C, 2, device=x.device, dtype=torch.float32)
-    _moments_kernel[(triton.cdiv(C, CHANNELS), B)](x, mom, H * W, C, ROWS=ROWS, CHANNELS=CHANNELS, num_warps=4)
+    _moments_kernel[(triton.cdiv(C, CHANNELS), B)](x, mom, H * W, C, ROWS=ROWS, CHANNELS=CHANNELS, num_warps=WARPS)
     return mom
 
 
@@ -94,10 +114,35 @@ def _(x):
     return x.new_empty(x.shape[0], 1, x.shape[1], 2, dtype=torch.float32)
 
 
-def scale_shift(moments: list[torch.Tensor], hw: int, num_groups: int, weight: torch.Tensor, bias: torch.Tensor,
-                eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """The group norm of the parts' concatenation as y = x * scale + shift, per (sample, channel), from each
-    part's moments (B, T, C_part, 2) over T equal blocks of its pixels."""
+@torch.library.custom_op("diffrepro::norm_apply", mutates_args=())
+def apply(parts: list[torch.Tensor], scale: torch.Tensor, shift: torch.Tensor, silu: bool) -> torch.Tensor:
+    """act(torch.cat(parts, 1) * scale + shift), scale and shift per (sample, channel): each part read once
+    and written into its channels of the output."""
+    parts = [p.contiguous(memory_format=torch.channels_last) for p in parts]
+    B, _, H, W = parts[0].shape
+    C = sum(p.shape[1] for p in parts)
+    y = torch.empty(B, C, H, W, device=parts[0].device, dtype=parts[0].dtype, memory_format=torch.channels_last)
+    scale, shift = scale.float().contiguous(), shift.float().contiguous()
+    c0 = 0
+    for p in parts:
+        _apply_kernel[(triton.cdiv(H * W, ROWS), triton.cdiv(p.shape[1], CHANNELS), B)](
+            p, scale, shift, y, H * W, p.shape[1], C, c0, SILU=silu, ROWS=ROWS, CHANNELS=CHANNELS, num_warps=WARPS)
+        c0 += p.shape[1]
+    return y
+
+
+@apply.register_fake
+def _(parts, scale, shift, silu):
+    B, _, H, W = parts[0].shape
+    return torch.empty(B, sum(p.shape[1] for p in parts), H, W, device=parts[0].device, dtype=parts[0].dtype,
+                       memory_format=torch.channels_last)
+
+
+@torch.library.custom_op("diffrepro::norm_scale_shift", mutates_args=())
+def _scale_shift(moments: list[torch.Tensor], hw: int, num_groups: int, weight: torch.Tensor, bias: torch.Tensor,
+                 eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    # a few small ops on (B, C) tensors, run as they are: left to torch.compile, they became a generated
+    # kernel that took over a millisecond for 2500 x 256 values
     mean_c, m2_c = [], []
     for mom in moments:
         mean_t, m2_t = mom[..., 0], mom[..., 1]                     # (B, T, C_part)
@@ -116,6 +161,19 @@ def scale_shift(moments: list[torch.Tensor], hw: int, num_groups: int, weight: t
     return scale.reshape(B, C), shift.reshape(B, C)
 
 
+@_scale_shift.register_fake
+def _(moments, hw, num_groups, weight, bias, eps):
+    B, C = moments[0].shape[0], sum(m.shape[2] for m in moments)
+    return moments[0].new_empty(B, C), moments[0].new_empty(B, C)
+
+
+def scale_shift(moments: list[torch.Tensor], hw: int, num_groups: int, weight: torch.Tensor, bias: torch.Tensor,
+                eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The group norm of the parts' concatenation as y = x * scale + shift, per (sample, channel), from each
+    part's moments (B, T, C_part, 2) over T equal blocks of its pixels."""
+    return _scale_shift(list(moments), hw, num_groups, weight, bias, eps)
+
+
 def moments_or_pass(x: torch.Tensor, moments: Optional[torch.Tensor]) -> torch.Tensor:
     """The moments that came with x, or one pass over x for them."""
     return moments if moments is not None else channel_moments(x)
@@ -124,16 +182,9 @@ def moments_or_pass(x: torch.Tensor, moments: Optional[torch.Tensor]) -> torch.T
 def group_norm_act(parts: list[torch.Tensor], num_groups: int, weight: torch.Tensor, bias: torch.Tensor, eps: float,
                    silu: bool = True, moments: Optional[list] = None) -> torch.Tensor:
     """act(GN(torch.cat(parts, 1))), its groups free to straddle the parts, without reading a part for its
-    statistics where its moments are given; see supported(). The application is pointwise, which
-    torch.compile writes as one pass over each part into its channels of the output."""
+    statistics where its moments are given; see supported()."""
     moments = list(moments) if moments is not None else [None] * len(parts)
     B, _, H, W = parts[0].shape
     scale, shift = scale_shift([moments_or_pass(p, m) for p, m in zip(parts, moments)], H * W, num_groups,
                                weight, bias, eps)
-    out, c0 = [], 0
-    for p in parts:
-        cp = p.shape[1]
-        u = p * scale[:, c0:c0 + cp, None, None] + shift[:, c0:c0 + cp, None, None]
-        out.append((nnf.silu(u) if silu else u).to(p.dtype))
-        c0 += cp
-    return torch.cat(out, 1) if len(out) > 1 else out[0]
+    return apply(list(parts), scale, shift, silu)

@@ -26,7 +26,11 @@ try:
 except ImportError:                                     # CPU-only installs: the plain path is used
     triton = None
 
-MAX_ROWS = 128          # pixels per program of the product (the largest power of two <= this dividing H*W)
+# launch shape of the product: pixels per program (the largest power of two <= MAX_ROWS dividing H*W),
+# warps, pipeline stages (benchmarks/bench_head.py times the alternatives)
+MAX_ROWS = 128
+WARPS = 4
+STAGES = 3
 
 
 def _rows(hw: int) -> int:
@@ -102,7 +106,8 @@ def act_conv3x3(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, weigh
     z = torch.empty(M, nz, device=x.device, dtype=torch.float32)
     _act_product_kernel[(M // rows,)](x, scale.float().contiguous(), shift.float().contiguous(), wz, z, H * W, C,
                                       nz, BLOCK_M=rows, BLOCK_K=64 if C % 64 == 0 else 32,
-                                      PRECISION="ieee" if x.dtype == torch.float32 else "tf32", num_warps=4)
+                                      PRECISION="ieee" if x.dtype == torch.float32 else "tf32", num_warps=WARPS,
+                                      num_stages=STAGES)
     out = torch.empty(B, cout, H, W, device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
     block = 256
     _tap_sum_kernel[(triton.cdiv(M, block),)](z, bias.float(), out, M, H, W, cout, max(2, 1 << (cout - 1).bit_length()),
