@@ -26,9 +26,12 @@ try:
 except ImportError:                                     # CPU-only installs: the plain path is used
     triton = None
 
-ROWS = 128              # pixels per tile of the moments and apply kernels
-CHANNELS = 64           # channels per tile (128 bytes of each bf16 pixel)
-WARPS = 8
+# tiles of the moments and apply kernels: pixels, channels (128 bytes of each bf16 pixel), warps. On an H100
+# at 2500 x 256 x 32 x 32 (benchmarks/bench_head.py) the moments take 0.48 ms against 0.43 for a plain sum,
+# the application 0.89 against 0.87 for a plain copy.
+ROWS = 64
+CHANNELS = 64
+WARPS = 4
 
 
 def _wants_grad(tensors) -> bool:
