@@ -110,8 +110,8 @@ def unet_case(device, model_channels=32, channel_mult=(2, 2)):
             torch.nn.init.normal_(m.weight, std=1 / math.sqrt(m.weight[0].numel()))
     x = cl(torch.randn(2, 3, 8, 8, device=device))
     sigma = torch.rand(2, device=device)
-    calls, with_moments, split_calls, heads = [], [], [], []
-    fused, split, head = fused_norm.gn_act_parts, norm_split.group_norm_act, out_head.head
+    calls, with_moments, split_calls, heads, pools = [], [], [], [], []
+    fused, split, head, pool = fused_norm.gn_act_parts, norm_split.group_norm_act, out_head.head, norm_split.group_norm_act_pool
 
     def counted(parts, moments, *a, **k):
         if len(parts) > 1:
@@ -126,7 +126,12 @@ def unet_case(device, model_channels=32, channel_mult=(2, 2)):
     def counted_head(*a, **k):
         heads.append(1)
         return head(*a, **k)
+
+    def counted_pool(x, *a, **k):
+        pools.append(k.get("moments") is not None)
+        return pool(x, *a, **k)
     fused_norm.gn_act_parts, norm_split.group_norm_act, out_head.head = counted, counted_split, counted_head
+    norm_split.group_norm_act_pool = counted_pool
     out = {}
     with torch.no_grad():
         for flag in ("1", "0"):
@@ -134,8 +139,9 @@ def unet_case(device, model_channels=32, channel_mult=(2, 2)):
             out[flag] = net(x, sigma)
     os.environ["DIFFREPRO_FUSED_NORM"] = os.environ["DIFFREPRO_FUSED_SKIP"] = "1"
     fused_norm.gn_act_parts, norm_split.group_norm_act, out_head.head = fused, split, head
+    norm_split.group_norm_act_pool = pool
     return {"y": rel(out["1"], out["0"].double()), "parts_calls": calls, "norms_given_moments": sum(with_moments),
-            "split_calls": split_calls, "head_calls": len(heads)}
+            "split_calls": split_calls, "head_calls": len(heads), "pools_given_moments": pools}
 
 
 def split_case(device):
@@ -153,6 +159,25 @@ def split_case(device):
         y = norm_split.group_norm_act(dev, G, weight.to(device), bias.to(device), 1e-6, moments=moments)
         out[name] = rel(y, ref)
     out["channels_last"] = y.is_contiguous(memory_format=torch.channels_last)
+    return out
+
+
+def pool_case(device):
+    """norm_split.group_norm_act_pool against avg_pool2d(silu(GN(x))) and avg_pool2d(x) in float64, moments given
+    or not, and with wrong moments (they must be used)."""
+    gen = torch.Generator().manual_seed(19)
+    x = tensors(gen, (2, 96, 6, 10), offset=1.5)[0]
+    weight, bias = 1 + 0.3 * torch.randn(96, generator=gen), 0.3 * torch.randn(96, generator=gen)
+    ref = nnf.avg_pool2d(nnf.silu(nnf.group_norm(x.double(), 12, weight.double(), bias.double(), 1e-6)), 2)
+    xd, w, b = cl(x.to(device)), weight.to(device), bias.to(device)
+    moments = tile_moments(x, rows=20).float().to(device)
+    out = {"supported": norm_split.pool_supported(xd, 12),
+           "odd supported": norm_split.pool_supported(cl(torch.zeros(1, 96, 5, 4, device=device)), 12)}
+    for name, m in {"computed": None, "given": moments, "wrong": moments * torch.tensor([1.0, 3.0], device=device)}.items():
+        y, xp = norm_split.group_norm_act_pool(xd, 12, w, b, 1e-6, moments=m)
+        out[name] = rel(y, ref)
+    out["x pooled"] = rel(xp, nnf.avg_pool2d(x.double(), 2))
+    out["channels_last"] = y.is_contiguous(memory_format=torch.channels_last) and list(y.shape) == [2, 96, 3, 5]
     return out
 
 
@@ -229,6 +254,7 @@ def main():
     results["unet straddling"] = unet_case(device, model_channels=64, channel_mult=(2, 2))
     results["split"] = split_case(device)
     results["channel moments"] = channel_moments_case(device)
+    results["pool"] = pool_case(device)
     results["head"] = head_case(device)
     print(json.dumps(results))
 

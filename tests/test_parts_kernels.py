@@ -28,6 +28,10 @@ def _assert_close(results, cuda):
     split = results.pop("split")
     assert split["supported"] and split["channels_last"] and max(split["computed"], split["given"]) < 2e-6, split
     assert all(v < 2e-6 for v in results.pop("channel moments").values())
+    # a downsampling block's norm + box filter, and its skip's pooled input, in one pass
+    pool = results.pop("pool")
+    assert pool["supported"] and not pool["odd supported"] and pool["channels_last"], pool
+    assert max(pool["computed"], pool["given"], pool["x pooled"]) < 2e-6 and pool["wrong"] > 0.1, pool
     head = results.pop("head")
     assert head.pop("5x7 supported") is False                  # 35 pixels: no block of 16 divides them
     for key in ("64->3 8x8", "32->1 4x12"):
@@ -41,9 +45,10 @@ def _assert_close(results, cuda):
     norm_moments = results.pop("norm moments")
     assert norm_moments["y"] < 2e-6 and norm_moments["wrong_moments_y"] > 0.1, norm_moments
     # a U-Net whose norms all walk their input twice: the 8x8 encoder block's output (a residual sum)
-    # came with its moments to the two norms that read it (the down block's, a decoder part), and the
-    # output is the plain path's
-    assert unet_tiled["norms_given_moments"] == 2 and unet_tiled["parts_calls"] == [128] * 4, unet_tiled
+    # came with its moments to the two norms that read it (the down block's, which pools as it normalizes,
+    # and a decoder part), and the output is the plain path's
+    assert unet_tiled["norms_given_moments"] == 1 and unet_tiled["parts_calls"] == [128] * 4, unet_tiled
+    assert unet_tiled["pools_given_moments"] == [True], unet_tiled
     assert unet_tiled["y"] < 1e-5, unet_tiled
     bf16 = results.pop("skip bf16", None)
     assert (bf16 is not None) == cuda
@@ -60,6 +65,8 @@ def _assert_close(results, cuda):
     # every U-Net's output layer took out_head; with 128 + 64 channels in groups of 6 the last decoder block's
     # groups straddle its parts: it took norm_split, the three before it fused_norm's parts
     assert unet["head_calls"] == unet_tiled["head_calls"] == unet_straddling["head_calls"] == 1
+    # each U-Net's one downsampling block pooled in its norm's pass (given moments only where norms read twice)
+    assert unet["pools_given_moments"] == unet_straddling["pools_given_moments"] == [False], (unet, unet_straddling)
     assert unet["split_calls"] == unet_tiled["split_calls"] == [], (unet, unet_tiled)
     assert unet_straddling["split_calls"] == [[128, 64]] and unet_straddling["parts_calls"] == [256] * 3, unet_straddling
     assert unet_straddling["y"] < 1e-5, unet_straddling

@@ -8,6 +8,8 @@ fused_norm's kernels own whole groups of one tensor. Two places in the U-Net nee
   that wrote it), the groups' statistics from those moments by the law of total variance (as in
   norm.py), and the normalized parts are written side by side: the concatenation of the inputs is never
   stored.
+- a downsampling block pools the norm's output: here it is pooled as it is computed, and the block's
+  input pooled for its skip in the same pass, so neither is written at full resolution;
 - the output layer applies the norm inside its own kernel (out_head.py), from the scale and shift here.
 
 Forward only (no gradient is wanted), CUDA (or Triton's interpreter) tensors stored channels-last; the
@@ -101,6 +103,37 @@ if triton is not None:
         tl.store(Y + px[:, None] * YC + c0 + c[None, :], u.to(Y.dtype.element_ty), mask=mask)
 
 
+if triton is not None:
+    @triton.jit
+    def _apply_pool_kernel(X, Scale, Shift, Y, XP, H, W, C, SILU: tl.constexpr, ROWS: tl.constexpr,
+                           CHANNELS: tl.constexpr):
+        """For a tile of one sample's 2x2-pooled pixels: y = the mean of act(x * scale + shift) over each 2x2
+        block (a downsampling block's norm, then its box filter), and xp = the mean of x (its skip's input)."""
+        t, cb, b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+        Ho, Wo = H // 2, W // 2
+        q = t * ROWS + tl.arange(0, ROWS)
+        c = cb * CHANNELS + tl.arange(0, CHANNELS)
+        cmask = c < C
+        mask = (q < Ho * Wo)[:, None] & cmask[None, :]
+        scale = tl.load(Scale + b * C + c, mask=cmask, other=0.0)[None, :]
+        shift = tl.load(Shift + b * C + c, mask=cmask, other=0.0)[None, :]
+        top_left = b.to(tl.int64) * H * W + (q // Wo) * (2 * W) + (q % Wo) * 2
+        y = tl.zeros((ROWS, CHANNELS), tl.float32)
+        xp = tl.zeros((ROWS, CHANNELS), tl.float32)
+        for dy in tl.static_range(2):
+            for dx in tl.static_range(2):
+                v = tl.load(X + (top_left + dy * W + dx)[:, None] * C + c[None, :], mask=mask, other=0.0)
+                v = v.to(tl.float32)
+                xp += v
+                u = v * scale + shift
+                if SILU:
+                    u = u * tl.sigmoid(u)
+                y += u
+        out = (b.to(tl.int64) * Ho * Wo + q)[:, None] * C + c[None, :]
+        tl.store(Y + out, (y * 0.25).to(Y.dtype.element_ty), mask=mask)
+        tl.store(XP + out, (xp * 0.25).to(XP.dtype.element_ty), mask=mask)
+
+
 @torch.library.custom_op("diffrepro::channel_moments", mutates_args=())
 def channel_moments(x: torch.Tensor) -> torch.Tensor:
     """x's per-channel moments over each sample's pixels, (B, 1, C, 2): mean and sum of squared deviations
@@ -191,3 +224,39 @@ def group_norm_act(parts: list[torch.Tensor], num_groups: int, weight: torch.Ten
     scale, shift = scale_shift([moments_or_pass(p, m) for p, m in zip(parts, moments)], H * W, num_groups,
                                weight, bias, eps)
     return apply(list(parts), scale, shift, silu)
+
+
+@torch.library.custom_op("diffrepro::norm_apply_pool", mutates_args=())
+def apply_pool(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, silu: bool
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(avg_pool2d(act(x * scale + shift), 2), avg_pool2d(x, 2)), scale and shift per (sample, channel): x read
+    once, and neither full-resolution result written."""
+    x = x.contiguous(memory_format=torch.channels_last)
+    B, C, H, W = x.shape
+    y, xp = (torch.empty(B, C, H // 2, W // 2, device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
+             for _ in range(2))
+    _apply_pool_kernel[(triton.cdiv(H // 2 * (W // 2), ROWS), triton.cdiv(C, CHANNELS), B)](
+        x, scale.float().contiguous(), shift.float().contiguous(), y, xp, H, W, C, SILU=silu, ROWS=ROWS,
+        CHANNELS=CHANNELS, num_warps=WARPS)
+    return y, xp
+
+
+@apply_pool.register_fake
+def _(x, scale, shift, silu):
+    B, C, H, W = x.shape
+    return tuple(torch.empty(B, C, H // 2, W // 2, device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
+                 for _ in range(2))
+
+
+def pool_supported(x: torch.Tensor, num_groups: int) -> bool:
+    """Whether group_norm_act_pool takes x: supported([x]) and an even height and width."""
+    return supported([x], num_groups) and x.shape[2] % 2 == 0 and x.shape[3] % 2 == 0
+
+
+def group_norm_act_pool(x: torch.Tensor, num_groups: int, weight: torch.Tensor, bias: torch.Tensor, eps: float,
+                        silu: bool = True, moments: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(avg_pool2d(act(GN(x)), 2), avg_pool2d(x, 2)) in one pass over x (after the one for its statistics,
+    unless its moments are given): a downsampling block's conv0 input and its skip's input."""
+    B, C, H, W = x.shape
+    scale, shift = scale_shift([moments_or_pass(x, moments)], H * W, num_groups, weight, bias, eps)
+    return apply_pool(x, scale, shift, silu)

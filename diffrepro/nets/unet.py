@@ -16,7 +16,7 @@ from torch import nn
 from .conv import Conv2d, upsampled_conv3x3
 from .embedding import build_embedding
 from .norm import GroupNorm, is_channels_last
-from . import fused_norm, out_head, skip_matmul
+from . import fused_norm, norm_split, out_head, skip_matmul
 
 
 def _group_norm(channels: int) -> nn.GroupNorm:
@@ -101,11 +101,16 @@ class UNetBlock(nn.Module):
         moments = list(moments) if moments is not None else [None] * len(parts)
         if len(parts) > 1 and not self._takes_parts(parts):
             parts, moments = [torch.cat(parts, dim=1)], [None]
-        x = parts[0]
-        h = self.norm0.act_parts(parts, moments=moments)
+        x, pooled = parts[0], None
+        if self.down and self.norm0.affine and norm_split.pool_supported(x, self.norm0.num_groups):
+            # sampling: the norm's output is pooled as it is computed, the skip's input pooled in the same pass
+            h, pooled = norm_split.group_norm_act_pool(x, self.norm0.num_groups, self.norm0.weight, self.norm0.bias,
+                                                       self.norm0.eps, moments=moments[0])
+        else:
+            h = self.norm0.act_parts(parts, moments=moments)
         # sampling: an upsampling block's conv0 reads the input at its own resolution (conv.upsampled_conv3x3)
         subpixel = self.up and is_channels_last(h) and not _wants_grad(h, self.conv0.weight)
-        if not subpixel:
+        if not (subpixel or pooled is not None):
             h = self._resample(h)
         dropout = self.dropout.p if self.training else 0.0
         if self.norm1.fused(h):
@@ -128,7 +133,7 @@ class UNetBlock(nn.Module):
             h = nnf.conv2d(h, self.conv1.weight, None, padding=self.conv1.padding)
             x, mom = skip_matmul.residual_sum(h, x, self.conv1.bias, self.skip_scale)
         else:
-            x = self._residual(h, x, parts)
+            x = self._residual(h, x, parts, pooled)
         if self.num_heads:
             h = self.norm2.act_parts([x], silu=False, moments=[mom])
             a = self._attention(self.qkv(h))
@@ -145,8 +150,8 @@ class UNetBlock(nn.Module):
         return (self.norm1.fused(h) and skip_matmul.moments_supported(h) and not _wants_grad(h)
                 and fused_norm.reads_twice(H * W, C, self.norm1.num_groups))
 
-    def _residual(self, h, x, parts):
-        """(conv1(h) + skip(x)) * skip_scale, one op at a time."""
+    def _residual(self, h, x, parts, pooled=None):
+        """(conv1(h) + skip(x)) * skip_scale, one op at a time; pooled: x already downsampled, where given."""
         h = self.conv1(h)
         if self.skip is None:
             return (h + x) * self.skip_scale
@@ -155,7 +160,7 @@ class UNetBlock(nn.Module):
             # pixels, and the upsampled copy of the input is never written
             return (h + _upsample2x(self.skip(x))) * self.skip_scale
         if self.down:
-            return (h + self.skip(self._resample(x))) * self.skip_scale
+            return (h + self.skip(pooled if pooled is not None else self._resample(x))) * self.skip_scale
         return skip_matmul.plain(parts, self.skip.weight, self.skip.bias, h, self.skip_scale)
 
     def _attention(self, qkv):
