@@ -218,6 +218,9 @@ def head_case(device):
 
 def main():
     device = "cuda" if "--cuda" in sys.argv else "cpu"
+    os.environ["DIFFREPRO_SPLIT_NORM"] = "0"              # off by default: no split norm, pooling or output head
+    off = unet_case(device, model_channels=64, channel_mult=(2, 2))
+    os.environ["DIFFREPRO_SPLIT_NORM"] = "1"
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False   # float32 means float32
     results = {}
     for name, limits in {"resident": {}, "tiled": {"RESIDENT": 0, "TILE": 128}}.items():
@@ -252,6 +255,7 @@ def main():
     fused_norm.RESIDENT, fused_norm.TILE = saved
     # the last decoder block reads 128 + 64 channels in groups of 6: they straddle the parts
     results["unet straddling"] = unet_case(device, model_channels=64, channel_mult=(2, 2))
+    results["unet split off"] = off
     results["split"] = split_case(device)
     results["channel moments"] = channel_moments_case(device)
     results["pool"] = pool_case(device)

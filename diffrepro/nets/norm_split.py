@@ -14,6 +14,10 @@ fused_norm's kernels own whole groups of one tensor. Two places in the U-Net nee
 
 Forward only (no gradient is wanted), CUDA (or Triton's interpreter) tensors stored channels-last; the
 tests compare every path against float64.
+
+Off unless DIFFREPRO_SPLIT_NORM=1 (with out_head.py). Measured on an H100 (benchmarks/RESULTS.md): the
+output layer 2.84 -> 1.51 ms and the straddling norm 3.99 -> 2.36 ms per call at batch 2500, but a cold
+torch.compile of DDPM++ with these paths did not finish within 7 minutes, against about 2 without them.
 """
 from __future__ import annotations
 
@@ -41,9 +45,11 @@ def _wants_grad(tensors) -> bool:
 
 
 def supported(parts: list[torch.Tensor], num_groups: int) -> bool:
-    """Whether the split path takes these parts: CUDA (or the interpreter), one float dtype and shape but
-    for channels, channels-last, whole groups in their concatenation, no gradient wanted."""
-    if triton is None or os.environ.get("DIFFREPRO_FUSED_NORM", "1") == "0" or _wants_grad(parts):
+    """Whether the split path takes these parts: switched on (DIFFREPRO_SPLIT_NORM=1), CUDA (or the
+    interpreter), one float dtype and shape but for channels, channels-last, whole groups in their
+    concatenation, no gradient wanted."""
+    if (triton is None or os.environ.get("DIFFREPRO_SPLIT_NORM", "0") != "1"
+            or os.environ.get("DIFFREPRO_FUSED_NORM", "1") == "0" or _wants_grad(parts)):
         return False
     x = parts[0]
     if not (x.is_cuda or os.environ.get("TRITON_INTERPRET") == "1") or x.ndim != 4:
