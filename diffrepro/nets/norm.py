@@ -27,19 +27,27 @@ def is_channels_last(x: torch.Tensor) -> bool:
     return x.ndim == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
 
 
-def group_norm_by_channel(x: torch.Tensor, num_groups: int, weight: torch.Tensor, bias: torch.Tensor,
-                          eps: float) -> torch.Tensor:
-    B, C = x.shape[:2]
-    acc = torch.promote_types(x.dtype, torch.float32)                         # statistics in >= fp32
-    xf = x.to(acc)
-    var_c, mean_c = torch.var_mean(xf, dim=(2, 3), correction=0)               # (B, C)
+def group_scale_shift(mean_c: torch.Tensor, var_c: torch.Tensor, num_groups: int, weight: torch.Tensor,
+                      bias: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """A group norm as y = x * scale + shift per (sample, channel), from each channel's mean and variance
+    (B, C), combined per group by the law of total variance above."""
+    B, C = mean_c.shape
     mean_c, var_c = mean_c.view(B, num_groups, -1), var_c.view(B, num_groups, -1)
     mean_g = mean_c.mean(-1, keepdim=True)                                     # (B, G, 1)
     var_g = var_c.mean(-1, keepdim=True) + (mean_c - mean_g).square().mean(-1, keepdim=True)
-    # per channel: y = x * scale + shift, with scale = w * rstd_g and shift = b - mean_g * scale
-    scale = (torch.rsqrt(var_g + eps) * weight.to(acc).view(1, num_groups, -1)).view(B, C, 1, 1)
-    shift = bias.to(acc).view(1, C, 1, 1) - mean_g.expand(-1, -1, C // num_groups).reshape(B, C, 1, 1) * scale
-    return (xf * scale + shift).to(torch.promote_types(x.dtype, weight.dtype))
+    # scale = w * rstd_g and shift = b - mean_g * scale
+    scale = torch.rsqrt(var_g + eps) * weight.to(mean_c.dtype).view(1, num_groups, -1)
+    shift = bias.to(mean_c.dtype).view(1, num_groups, -1) - mean_g * scale
+    return scale.reshape(B, C), shift.reshape(B, C)
+
+
+def group_norm_by_channel(x: torch.Tensor, num_groups: int, weight: torch.Tensor, bias: torch.Tensor,
+                          eps: float) -> torch.Tensor:
+    acc = torch.promote_types(x.dtype, torch.float32)                         # statistics in >= fp32
+    xf = x.to(acc)
+    var_c, mean_c = torch.var_mean(xf, dim=(2, 3), correction=0)               # (B, C)
+    scale, shift = group_scale_shift(mean_c, var_c, num_groups, weight, bias, eps)
+    return (xf * scale[:, :, None, None] + shift[:, :, None, None]).to(torch.promote_types(x.dtype, weight.dtype))
 
 
 class GroupNorm(nn.GroupNorm):

@@ -5,8 +5,8 @@
 fused_norm's kernels own whole groups of one tensor. Two places in the U-Net need the norm taken apart:
 - the last decoder block's input is a concatenation whose groups straddle its parts (256 + 128 channels
   in groups of 12). Here each part's per-channel moments come from one pass over it (or from the kernel
-  that wrote it), the groups' statistics from those moments by the law of total variance (as in
-  norm.py), and the normalized parts are written side by side: the concatenation of the inputs is never
+  that wrote it), the groups' statistics from those moments by the law of total variance
+  (norm.group_scale_shift), and the normalized parts are written side by side: the concatenation of the inputs is never
   stored.
 - a downsampling block pools the norm's output: here it is pooled as it is computed, and the block's
   input pooled for its skip in the same pass, so neither is written at full resolution;
@@ -25,6 +25,8 @@ import os
 from typing import Optional
 
 import torch
+
+from . import fused_norm, norm
 
 try:
     import triton
@@ -192,15 +194,8 @@ def _scale_shift(moments: list[torch.Tensor], hw: int, num_groups: int, weight: 
         # law of total variance over the T blocks of hw / T pixels each
         m2_c.append(m2_t.sum(1) + (hw // mom.shape[1]) * (mean_t - mean[:, None]).square().sum(1))
         mean_c.append(mean)
-    mean_c, m2_c = torch.cat(mean_c, 1), torch.cat(m2_c, 1)       # (B, C)
-    B, C = mean_c.shape
-    cg = C // num_groups
-    mean_gc, m2_gc = mean_c.view(B, num_groups, cg), m2_c.view(B, num_groups, cg)
-    mean_g = mean_gc.mean(-1, keepdim=True)                        # ... and over the group's channels
-    var_g = (m2_gc.sum(-1, keepdim=True) + hw * (mean_gc - mean_g).square().sum(-1, keepdim=True)) / (hw * cg)
-    scale = torch.rsqrt(var_g + eps) * weight.float().view(1, num_groups, cg)
-    shift = bias.float().view(1, num_groups, cg) - mean_g * scale
-    return scale.reshape(B, C), shift.reshape(B, C)
+    return norm.group_scale_shift(torch.cat(mean_c, 1), torch.cat(m2_c, 1) / hw, num_groups, weight.float(),
+                                  bias.float(), eps)
 
 
 @_scale_shift.register_fake
