@@ -6,8 +6,8 @@ fused_norm's kernels own whole groups of one tensor. Two places in the U-Net nee
 - the last decoder block's input is a concatenation whose groups straddle its parts (256 + 128 channels
   in groups of 12). Here each part's per-channel moments come from one pass over it (or from the kernel
   that wrote it), the groups' statistics from those moments by the law of total variance
-  (norm.group_scale_shift), and the normalized parts are written side by side: the concatenation of the inputs is never
-  stored.
+  (norm.group_scale_shift), and the normalized parts are written side by side: the concatenation of the
+  inputs is never stored.
 - a downsampling block pools the norm's output: here it is pooled as it is computed, and the block's
   input pooled for its skip in the same pass, so neither is written at full resolution;
 - the output layer applies the norm inside its own kernel (out_head.py), from the scale and shift here.
@@ -50,17 +50,15 @@ def supported(parts: list[torch.Tensor], num_groups: int) -> bool:
     """Whether the split path takes these parts: switched on (DIFFREPRO_SPLIT_NORM=1), CUDA (or the
     interpreter), one float dtype and shape but for channels, channels-last, whole groups in their
     concatenation, no gradient wanted."""
-    if (triton is None or os.environ.get("DIFFREPRO_SPLIT_NORM", "0") != "1"
-            or os.environ.get("DIFFREPRO_FUSED_NORM", "1") == "0" or _wants_grad(parts)):
+    if os.environ.get("DIFFREPRO_SPLIT_NORM", "0") != "1" or _wants_grad(parts):
         return False
     x = parts[0]
-    if not (x.is_cuda or os.environ.get("TRITON_INTERPRET") == "1") or x.ndim != 4:
-        return False
-    if x.dtype not in (torch.float32, torch.bfloat16, torch.float16):
-        return False
+    # each part: Triton present, the fused norms not switched off, CUDA (or the interpreter), a float dtype,
+    # 4-D (fused_norm's own checks; groups are checked on the concatenation here)
     return (sum(p.shape[1] for p in parts) % num_groups == 0
-            and all(p.ndim == 4 and p.shape[0] == x.shape[0] and p.shape[2:] == x.shape[2:] and p.dtype == x.dtype
-                    and p.device == x.device and p.is_contiguous(memory_format=torch.channels_last) for p in parts))
+            and all(fused_norm.supported(p, 1) and p.shape[0] == x.shape[0] and p.shape[2:] == x.shape[2:]
+                    and p.dtype == x.dtype and p.device == x.device
+                    and p.is_contiguous(memory_format=torch.channels_last) for p in parts))
 
 
 if triton is not None:
@@ -110,8 +108,6 @@ if triton is not None:
             u = u * tl.sigmoid(u)
         tl.store(Y + px[:, None] * YC + c0 + c[None, :], u.to(Y.dtype.element_ty), mask=mask)
 
-
-if triton is not None:
     @triton.jit
     def _apply_pool_kernel(X, Scale, Shift, Y, XP, H, W, C, SILU: tl.constexpr, ROWS: tl.constexpr,
                            CHANNELS: tl.constexpr):
