@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .nets import inductor_ops
+
 
 class AutocastNet(nn.Module):
     """Runs the wrapped raw network under autocast and returns float32."""
@@ -35,6 +37,7 @@ def make_fast(denoiser, precision: str = "bf16", compile: bool = True, channels_
     elif precision != "fp32":
         raise ValueError(f"precision must be bf16, fp16 or fp32, not {precision!r}")
     if compile:
+        inductor_ops.declare()
         net = torch.compile(net, mode=compile_mode)
     denoiser.net = net
     return denoiser

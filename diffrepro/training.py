@@ -24,6 +24,7 @@ from . import distributed
 from .ema import EMA
 from .io import atomic_torch_save
 from .loss import DenoisingLoss
+from .nets import inductor_ops
 from .precond import Preconditioning
 from .seeding import derive_seed, generator
 
@@ -93,6 +94,8 @@ class Trainer:
             raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the number of processes ({self.world})")
         model = distributed.wrap(self.denoiser, self.device) if self.world > 1 else self.denoiser
         # the module the loss calls: compiled when asked (weights stay shared with self.denoiser)
+        if cfg.compile:
+            inductor_ops.declare()
         self.model = torch.compile(model, mode=cfg.compile_mode) if cfg.compile else model
         fused = self.device.type == "cuda"
         self.opt = torch.optim.Adam(self.denoiser.parameters(), lr=cfg.lr, betas=tuple(cfg.adam_betas),
