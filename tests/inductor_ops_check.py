@@ -50,6 +50,7 @@ class _Fallbacks(logging.Handler):
 
 def main():
     device = "cuda" if "--cuda" in sys.argv else "cpu"
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False   # float32 means float32
     graph_log = logging.getLogger("torch._inductor.graph")
     graph_log.setLevel(logging.INFO)
     graph_log.addHandler(_Fallbacks())

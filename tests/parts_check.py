@@ -218,10 +218,10 @@ def head_case(device):
 
 def main():
     device = "cuda" if "--cuda" in sys.argv else "cpu"
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False   # float32 means float32
     os.environ["DIFFREPRO_SPLIT_NORM"] = "0"              # switched off: no split norm, pooling or output head
     off = unet_case(device, model_channels=64, channel_mult=(2, 2))
     os.environ["DIFFREPRO_SPLIT_NORM"] = "1"
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False   # float32 means float32
     results = {}
     for name, limits in {"resident": {}, "tiled": {"RESIDENT": 0, "TILE": 128}}.items():
         saved = {k: getattr(fused_norm, k) for k in limits}
