@@ -44,3 +44,13 @@ def test_compiled_unet_meets_no_undeclared_op():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_compiled_unet_meets_no_undeclared_op_cuda():
     _assert_compiled(run_check("inductor_ops_check.py", "--cuda"))
+
+
+def test_declare_warns_where_inductor_internals_are_missing(monkeypatch):
+    from diffrepro.nets import inductor_ops
+
+    def missing():
+        raise AttributeError("module 'torch._C' has no attribute '_dispatch_get_all_op_names'")
+    monkeypatch.setattr(inductor_ops, "ops", missing)
+    with pytest.warns(RuntimeWarning, match="not declared"):
+        assert inductor_ops.declare() == []

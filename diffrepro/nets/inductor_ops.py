@@ -15,6 +15,8 @@ declare() is called by inference.make_fast and the trainer before torch.compile;
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 NAMESPACE = "diffrepro"
@@ -36,12 +38,17 @@ def implicit_constraint(op):
 
 def declare() -> list:
     """Declare every op of the namespace not yet known to Inductor as a fallback kernel; returns those
-    declared now."""
+    declared now. These are Inductor's internals: where a PyTorch version lacks them, this warns and leaves
+    each op to Inductor's own (implicit) declaration."""
     from . import fused_norm, norm_split, out_head, skip_matmul  # noqa: F401  (each registers its ops)
-    from torch._inductor import lowering
     declared = []
-    for op in ops():
-        if op not in lowering.lowerings:
-            lowering.make_fallback(op, layout_constraint=implicit_constraint(op), warn=False)
-            declared.append(op)
+    try:
+        from torch._inductor import lowering
+        for op in ops():
+            if op not in lowering.lowerings:
+                lowering.make_fallback(op, layout_constraint=implicit_constraint(op), warn=False)
+                declared.append(op)
+    except (ImportError, AttributeError, TypeError) as e:
+        warnings.warn(f"custom ops not declared to torch.compile's Inductor ({e!r}); compiling a deep U-Net on "
+                      "PyTorch 2.11 may then take very long", RuntimeWarning)
     return declared
