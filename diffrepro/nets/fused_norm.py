@@ -45,6 +45,12 @@ def _next_pow2(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 
 
+def wants_grad(*tensors: torch.Tensor) -> bool:
+    """Whether autograd would record an op on these tensors: the inference-only kernels (here, skip_matmul,
+    norm_split, out_head) and the U-Net's sampling paths take none of it."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
 def supported(x: torch.Tensor, num_groups: int, channels: Optional[int] = None) -> bool:
     """Whether the fused kernels take this input, or an input like it with `channels` channels (else
     the caller uses the plain path)."""
@@ -377,7 +383,7 @@ def group_norm_act(x: torch.Tensor, num_groups: int, weight: torch.Tensor, bias:
 def parts_supported(parts: list[torch.Tensor], num_groups: int) -> bool:
     """Whether group_norm_act_parts takes these parts: each one channels-last, supported, and made of
     whole groups of their concatenation, and no gradient wanted (the parts path is forward-only)."""
-    if torch.is_grad_enabled() and any(p.requires_grad for p in parts):
+    if wants_grad(*parts):
         return False
     C = sum(p.shape[1] for p in parts)
     if C % num_groups or len({(p.shape[0], *p.shape[2:], p.dtype, p.device) for p in parts}) != 1:

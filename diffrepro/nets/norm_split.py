@@ -42,15 +42,11 @@ CHANNELS = 64
 WARPS = 4
 
 
-def _wants_grad(tensors) -> bool:
-    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
-
-
 def supported(parts: list[torch.Tensor], num_groups: int) -> bool:
     """Whether the split path takes these parts: not switched off (DIFFREPRO_SPLIT_NORM=0), CUDA (or the
     interpreter), one float dtype and shape but for channels, channels-last, whole groups in their
     concatenation, no gradient wanted."""
-    if os.environ.get("DIFFREPRO_SPLIT_NORM", "1") == "0" or _wants_grad(parts):
+    if os.environ.get("DIFFREPRO_SPLIT_NORM", "1") == "0" or fused_norm.wants_grad(*parts):
         return False
     x = parts[0]
     # each part: Triton present, the fused norms not switched off, CUDA (or the interpreter), a float dtype,

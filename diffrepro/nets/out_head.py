@@ -19,7 +19,7 @@ from typing import Optional
 
 import torch
 
-from . import norm_split
+from . import fused_norm, norm_split
 
 try:
     import triton
@@ -49,7 +49,7 @@ def _columns(cout: int) -> int:
 def supported(x: torch.Tensor, num_groups: int, weight: torch.Tensor) -> bool:
     """Whether head() takes x and this convolution weight (else: the norm, then the convolution)."""
     cout, cin, kh, kw = weight.shape
-    return (norm_split.supported([x], num_groups) and not norm_split._wants_grad([weight])
+    return (norm_split.supported([x], num_groups) and not fused_norm.wants_grad(weight)
             and (kh, kw) == (3, 3) and cin == x.shape[1] and cin % 32 == 0 and 9 * cout <= 64
             and _rows(x.shape[2] * x.shape[3]) >= 16)
 

@@ -27,6 +27,8 @@ import os
 import torch
 import torch.nn.functional as nnf
 
+from . import fused_norm
+
 try:
     import triton
     import triton.language as tl
@@ -55,7 +57,7 @@ def _kernels_take(tensors: list[torch.Tensor], *params: torch.Tensor) -> bool:
     Triton's interpreter) of one float dtype, stored channels-last."""
     x = tensors[0]
     return (triton is not None and os.environ.get("DIFFREPRO_FUSED_SKIP", "1") != "0"
-            and not (torch.is_grad_enabled() and any(t.requires_grad for t in (*tensors, *params)))
+            and not fused_norm.wants_grad(*tensors, *params)
             and (x.is_cuda or os.environ.get("TRITON_INTERPRET") == "1")
             and x.dtype in (torch.float32, torch.bfloat16, torch.float16)
             and all(_channels_last(t) and t.dtype == x.dtype for t in tensors))

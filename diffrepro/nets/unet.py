@@ -37,10 +37,6 @@ def _linear(cin, cout, init_scale=1.0):
     return lin
 
 
-def _wants_grad(*tensors) -> bool:
-    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
-
-
 def _upsample2x(x):
     """Nearest-neighbour 2x upsampling. A channels-last tensor is repeated by broadcasting instead
     of F.interpolate, whose gradient is a scatter-add (atomics) under torch.compile; the values are
@@ -109,7 +105,7 @@ class UNetBlock(nn.Module):
         else:
             h = self.norm0.act_parts(parts, moments=moments)
         # sampling: an upsampling block's conv0 reads the input at its own resolution (conv.upsampled_conv3x3)
-        subpixel = self.up and is_channels_last(h) and not _wants_grad(h, self.conv0.weight)
+        subpixel = self.up and is_channels_last(h) and not fused_norm.wants_grad(h, self.conv0.weight)
         if not (subpixel or pooled is not None):
             h = self._resample(h)
         dropout = self.dropout.p if self.training else 0.0
@@ -147,7 +143,7 @@ class UNetBlock(nn.Module):
         """Whether the output (shaped like h) should come with its moments: a fused group norm would
         otherwise walk it twice."""
         B, C, H, W = h.shape
-        return (self.norm1.fused(h) and skip_matmul.moments_supported(h) and not _wants_grad(h)
+        return (self.norm1.fused(h) and skip_matmul.moments_supported(h) and not fused_norm.wants_grad(h)
                 and fused_norm.reads_twice(H * W, C, self.norm1.num_groups))
 
     def _residual(self, h, x, parts, pooled=None):
