@@ -73,6 +73,7 @@ def fast_variant(args) -> str:
             + ("-no-split-norm" if __import__("os").environ.get("DIFFREPRO_SPLIT_NORM") == "0" else "")
             + (f"-{args.compile_mode}" if args.compile_mode else "")
             + ("-cudnn-heuristics" if getattr(args, "cudnn_heuristics", False) else "")
+            + (f"-cudnn-limit{args.cudnn_benchmark_limit}" if getattr(args, "cudnn_benchmark_limit", None) is not None else "")
             + ("-nchw" if getattr(args, "no_channels_last", False) else "") + ("-tuned" if args.tune else ""))
 
 

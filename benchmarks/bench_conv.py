@@ -4,6 +4,7 @@ cuDNN autotuning on): cuDNN's kernel, and the matrix-product forms that diffrepr
 
     python benchmarks/bench_conv.py --preset ddpmpp-cifar --batch 2500
     python benchmarks/bench_conv.py --preset ddpmpp-cifar --batch 2500 --chunks 1,2,4   # also: the batch split in parts
+    python benchmarks/bench_conv.py --preset ddpmpp-cifar --batch 2500 --cudnn-benchmark-limit 0   # time every cuDNN algorithm
 
 Inputs are SiLU of Gaussian noise (what a group norm + SiLU hands a convolution), weights Gaussian,
 no bias (the U-Net adds biases in fused pointwise kernels). Each row: input (C, H, W), weight shape,
@@ -52,9 +53,15 @@ def main():
     ap.add_argument("--channels", type=int, default=3)
     ap.add_argument("--batch", type=int, default=2500)
     ap.add_argument("--chunks", default="1", help="comma-separated: also time 3x3 kernels on the batch split in this many parts")
+    ap.add_argument("--cudnn-benchmark-limit", type=int, default=None,
+                    help="how many cuDNN algorithms autotuning times per shape (0: all; default: torch's)")
     ap.add_argument("--out", default="benchmarks/results/h100.json")
     args = ap.parse_args()
     torch.backends.cudnn.benchmark = True
+    limit = ""
+    if args.cudnn_benchmark_limit is not None:
+        torch.backends.cudnn.benchmark_limit = args.cudnn_benchmark_limit
+        limit = f"-cudnn-limit{args.cudnn_benchmark_limit}"
     chunks = [int(c) for c in args.chunks.split(",") if int(c) > 1]     # 1: the whole batch, always timed
     rows, totals = [], collections.Counter()
     for (xs, ws, pad), count in convolution_shapes(args.preset, args.resolution, args.channels).items():
@@ -77,7 +84,7 @@ def main():
         rows.append(row)
         print(row, flush=True)
         del x, w
-    write_result(args.out, f"conv-shapes-{args.preset}-b{args.batch}", {
+    write_result(args.out, f"conv-shapes-{args.preset}{limit}-b{args.batch}", {
         "batch": args.batch, "rows": rows, "ms_per_evaluation_all_cudnn": round(totals["cudnn"], 2),
         "ms_per_evaluation_as_the_library_runs_them": round(totals["library"], 2)})
 

@@ -49,6 +49,8 @@ def denoiser(args, mode):
         make_fast(D, args.precision, compile=True, compile_mode=args.compile_mode)
         if args.cudnn_heuristics:
             torch.backends.cudnn.benchmark = False
+        if args.cudnn_benchmark_limit is not None:
+            torch.backends.cudnn.benchmark_limit = args.cudnn_benchmark_limit
     return D, shape
 
 
@@ -164,6 +166,8 @@ if __name__ == "__main__":
     ap.add_argument("--precision", choices=["bf16", "fp16"], default="bf16", help="autocast dtype of the fast path")
     ap.add_argument("--cudnn-heuristics", action="store_true",
                     help="fast path: convolution algorithms from cuDNN's heuristics instead of timing them on the first call")
+    ap.add_argument("--cudnn-benchmark-limit", type=int, default=None,
+                    help="fast path: how many cuDNN algorithms autotuning times per shape (0: all; default: torch's)")
     ap.add_argument("--tune", action="store_true", help="fast path: tune generated kernels (coordinate descent)")
     ap.add_argument("--save", default=None, help="compare: write both sample sets to this .npz")
     ap.add_argument("--load", default=None, help="fid: the .npz that compare --save wrote")
