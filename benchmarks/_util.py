@@ -71,10 +71,22 @@ def fast_variant(args) -> str:
         return ""
     return ((f"-{args.precision}" if getattr(args, "precision", "bf16") != "bf16" else "")
             + ("-no-split-norm" if __import__("os").environ.get("DIFFREPRO_SPLIT_NORM") == "0" else "")
+            + _conv_parts_variant()
             + (f"-{args.compile_mode}" if args.compile_mode else "")
             + ("-cudnn-heuristics" if getattr(args, "cudnn_heuristics", False) else "")
             + (f"-cudnn-limit{args.cudnn_benchmark_limit}" if getattr(args, "cudnn_benchmark_limit", None) is not None else "")
             + ("-nchw" if getattr(args, "no_channels_last", False) else "") + ("-tuned" if args.tune else ""))
+
+
+def _conv_parts_variant() -> str:
+    setting = __import__("os").environ.get("DIFFREPRO_CONV_PARTS", "auto")
+    return "" if setting == "auto" else "-no-conv-parts" if setting == "0" else f"-conv-parts{setting}"
+
+
+def conv_parts_chosen() -> dict:
+    """The batch split each 3x3 convolution shape ran in (nets/conv_parts.py): 'input -> output channels at HxW'."""
+    from diffrepro.nets import conv_parts
+    return {f"{x[1]}->{w[0]} at {x[2]}x{x[3]}, batch {x[0]}": n for (x, w, *_), n in conv_parts.choices.items()}
 
 
 def set_tuning(on: bool):

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._util import Timer, fast_variant, peak_memory_gib, profile_kernels, set_tuning, write_result  # noqa: E402
+from benchmarks._util import Timer, conv_parts_chosen, fast_variant, peak_memory_gib, profile_kernels, set_tuning, write_result  # noqa: E402
 from diffrepro.inference import make_fast  # noqa: E402
 from diffrepro.models import load_model  # noqa: E402
 from diffrepro.nets import build_network  # noqa: E402
@@ -106,7 +106,7 @@ def speed(args):
         "num_samples": args.num, "batch": args.batch, "nfe": 2 * args.steps - 1, "first_batch_s": round(warm.seconds, 1),
         "seconds": round(t.seconds, 1), "img_per_s": round(args.num / t.seconds, 1),
         "seconds_incl_first_batch": round(t.seconds + warm.seconds, 1), "peak_memory_gib": peak_memory_gib(),
-        "finite": bool(torch.isfinite(x).all())})
+        "finite": bool(torch.isfinite(x).all()), "conv_batch_parts": conv_parts_chosen()})
 
 
 def profile(args):
@@ -116,7 +116,8 @@ def profile(args):
     nfe = 2 * args.steps - 1
     write_result(args.out, f"profile-sample-{args.preset}-{args.mode}{fast_variant(args)}-b{args.batch}", {
         "batch": args.batch, "nfe": nfe, "img_per_s": round(args.batch / summary["batch_ms"] * 1000, 1),
-        "gpu_busy_ms_per_network_call": round(summary["gpu_busy_ms_per_batch"] / nfe, 2), **summary})
+        "gpu_busy_ms_per_network_call": round(summary["gpu_busy_ms_per_batch"] / nfe, 2), **summary,
+        "conv_batch_parts": conv_parts_chosen()})
 
 
 def compare(args):

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as nnf
 from torch import nn
 
+from . import conv_parts
 from .norm import is_channels_last
 
 IM2COL_MAX_COLUMNS = 64         # im2col only when C_in * k * k is at most this (the first layer)
@@ -47,7 +48,8 @@ def has_matrix_product_form(weight: torch.Tensor) -> bool:
 
 def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: int) -> torch.Tensor:
     """F.conv2d(x, weight, bias, padding=padding) for stride 1 and 'same' padding; a channels-last x
-    takes a matrix product (1x1 kernels, or k x k kernels over few input channels)."""
+    takes a matrix product (1x1 kernels, or k x k kernels over few input channels), and when sampling a
+    large batch in half precision a 3x3 kernel may run over parts of the batch (conv_parts)."""
     cout, cin, k, _ = weight.shape
     if is_channels_last(x) and 2 * padding + 1 == k and has_matrix_product_form(weight):
         xh = x.permute(0, 2, 3, 1)                                  # (B, H, W, C_in), no copy
@@ -56,6 +58,9 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, pad
         columns = -(-cin * k * k // 8) * 8                          # rows of 16 bytes in bf16
         w = nnf.pad(weight.permute(0, 2, 3, 1).reshape(cout, k * k * cin), (0, columns - k * k * cin))
         return _channels_last_view(nnf.linear(_im2col(xh, k, columns), w, bias))
+    if conv_parts.supported(x, weight, padding):
+        y = conv_parts.conv3x3(x, weight, padding)
+        return y if bias is None else y + bias.to(y.dtype).view(1, -1, 1, 1)
     return nnf.conv2d(x, weight, bias, padding=padding)
 
 

@@ -40,7 +40,7 @@ def declare() -> list:
     """Declare every op of the namespace not yet known to Inductor as a fallback kernel; returns those
     declared now. These are Inductor's internals: where a PyTorch version lacks them, this warns and leaves
     each op to Inductor's own (implicit) declaration."""
-    from . import fused_norm, norm_split, out_head, skip_matmul  # noqa: F401  (each registers its ops)
+    from . import conv_parts, fused_norm, norm_split, out_head, skip_matmul  # noqa: F401  (each registers its ops)
     declared = []
     try:
         from torch._inductor import lowering

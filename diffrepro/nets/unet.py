@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as nnf
 from torch import nn
 
-from .conv import Conv2d, upsampled_conv3x3
+from .conv import Conv2d, conv2d, upsampled_conv3x3
 from .embedding import build_embedding
 from .norm import GroupNorm, is_channels_last
 from . import fused_norm, norm_split, out_head, skip_matmul
@@ -112,7 +112,7 @@ class UNetBlock(nn.Module):
         if self.norm1.fused(h):
             # conv0's bias joins the embedding's shift inside the fused norm: one pass less over h
             h = upsampled_conv3x3(h, self.conv0.weight) if subpixel else \
-                nnf.conv2d(h, self.conv0.weight, None, padding=self.conv0.padding)
+                conv2d(h, self.conv0.weight, None, self.conv0.padding[0])
             add = self.affine(emb).float() + self.conv0.bias.float()
         else:
             h = upsampled_conv3x3(h, self.conv0.weight, self.conv0.bias) if subpixel else self.conv0(h)
@@ -122,11 +122,11 @@ class UNetBlock(nn.Module):
         mom = None
         if self.skip is not None and not (self.up or self.down) and skip_matmul.supported(parts, self.skip.weight):
             # the skip product's epilogue adds conv1's bias with its own: one pass less over h
-            h = nnf.conv2d(h, self.conv1.weight, None, padding=self.conv1.padding)
+            h = conv2d(h, self.conv1.weight, None, self.conv1.padding[0])
             x = skip_matmul.skip_residual(parts, self.skip.weight, self.skip.bias + self.conv1.bias, h,
                                           self.skip_scale)
         elif self.skip is None and want and skip_matmul.residual_supported(h, x):
-            h = nnf.conv2d(h, self.conv1.weight, None, padding=self.conv1.padding)
+            h = conv2d(h, self.conv1.weight, None, self.conv1.padding[0])
             x, mom = skip_matmul.residual_sum(h, x, self.conv1.bias, self.skip_scale)
         else:
             x = self._residual(h, x, parts, pooled)
