@@ -24,6 +24,7 @@ from . import fused_norm
 PARTS = (1, 2, 4)               # the splits timed on a shape's first call
 MIN_PART_PIXELS = 1 << 19       # a split into parts of fewer pixels (images x H x W) is not tried
 HALF = (torch.bfloat16, torch.float16)
+HAS_CUDNN = torch.backends.cudnn.is_available()    # read here: under torch.compile (2.11) the call breaks the graph
 
 choices: dict[tuple, int] = {}  # shape key -> parts, for every shape met (benchmarks report it)
 
@@ -50,7 +51,7 @@ def supported(x: torch.Tensor, weight: torch.Tensor, padding: int) -> bool:
         return False
     if setting != "auto":
         return True
-    return x.is_cuda and torch.backends.cudnn.is_available() and torch.backends.cudnn.enabled
+    return x.is_cuda and HAS_CUDNN
 
 
 def conv3x3(x: torch.Tensor, weight: torch.Tensor, padding: int) -> torch.Tensor:
