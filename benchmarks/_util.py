@@ -72,7 +72,6 @@ def fast_variant(args) -> str:
     return ((f"-{args.precision}" if getattr(args, "precision", "bf16") != "bf16" else "")
             + ("-no-split-norm" if __import__("os").environ.get("DIFFREPRO_SPLIT_NORM") == "0" else "")
             + _conv_parts_variant()
-            + ("-no-resample-skip" if __import__("os").environ.get("DIFFREPRO_RESAMPLE_SKIP") == "0" else "")
             + (f"-{args.compile_mode}" if args.compile_mode else "")
             + ("-cudnn-heuristics" if getattr(args, "cudnn_heuristics", False) else "")
             + (f"-cudnn-limit{args.cudnn_benchmark_limit}" if getattr(args, "cudnn_benchmark_limit", None) is not None else "")

@@ -7,7 +7,6 @@ The raw network F(x_in, c_noise, class_labels) that a Preconditioning wraps.
 from __future__ import annotations
 
 import math
-import os
 from typing import Optional, Sequence
 
 import torch
@@ -123,8 +122,7 @@ class UNetBlock(nn.Module):
         mom = None
         # a downsampling block's skip reads the input pooled in the norm's pass
         skip_in = [pooled] if self.down else parts
-        resample_kernels = os.environ.get("DIFFREPRO_RESAMPLE_SKIP", "1") != "0"
-        if (self.skip is not None and not self.up and (pooled is not None and resample_kernels or not self.down)
+        if (self.skip is not None and not self.up and (pooled is not None or not self.down)
                 and skip_matmul.supported(skip_in, self.skip.weight)):
             # the skip product's epilogue adds conv1's bias with its own: one pass less over h
             h = conv2d(h, self.conv1.weight, None, self.conv1.padding[0])
@@ -133,8 +131,7 @@ class UNetBlock(nn.Module):
         elif self.skip is None and want and skip_matmul.residual_supported(h, x):
             h = conv2d(h, self.conv1.weight, None, self.conv1.padding[0])
             x, mom = skip_matmul.residual_sum(h, x, self.conv1.bias, self.skip_scale)
-        elif (self.up and self.skip is not None and want and resample_kernels
-              and skip_matmul.residual_supported(h, x, up=True)):
+        elif self.up and self.skip is not None and want and skip_matmul.residual_supported(h, x, up=True):
             # the skip product at the input's resolution, upsampled inside the sum (see _residual), which
             # also gives the output's moments
             h = conv2d(h, self.conv1.weight, None, self.conv1.padding[0])
