@@ -78,19 +78,6 @@ def moments_case(device):
             "moments": rel(mom, tile_moments(y)), "moments_shape": list(mom.shape)}
 
 
-def up_moments_case(device):
-    """residual_sum with x at half the resolution (an upsampling block's skip product) against float64."""
-    gen = torch.Generator().manual_seed(6)
-    h, x = (cl(t.to(device)) for t in tensors(gen, (2, 128, 8, 16), (2, 128, 4, 8)))
-    bias = torch.randn(128, generator=gen).to(device)
-    y, mom = skip_matmul.residual_sum(h, x, bias, 0.7, up=True)
-    up = x.double().repeat_interleave(2, 2).repeat_interleave(2, 3)
-    return {"y": rel(y, (h.double() + bias.double()[:, None, None] + up) * 0.7),
-            "moments": rel(mom, tile_moments(y)), "moments_shape": list(mom.shape),
-            "supported": skip_matmul.residual_supported(h, x, up=True),
-            "odd supported": skip_matmul.residual_supported(h, x[:, :, :3], up=True)}
-
-
 def norm_moments_case(device):
     """The tiled group norm given a part's moments (two parts, one with moments) against float64."""
     gen = torch.Generator().manual_seed(9)
@@ -123,9 +110,8 @@ def unet_case(device, model_channels=32, channel_mult=(2, 2)):
             torch.nn.init.normal_(m.weight, std=1 / math.sqrt(m.weight[0].numel()))
     x = cl(torch.randn(2, 3, 8, 8, device=device))
     sigma = torch.rand(2, device=device)
-    calls, with_moments, split_calls, heads, pools, skips, ups = [], [], [], [], [], [], []
+    calls, with_moments, split_calls, heads, pools = [], [], [], [], []
     fused, split, head, pool = fused_norm.gn_act_parts, norm_split.group_norm_act, out_head.head, norm_split.group_norm_act_pool
-    skip_residual, residual_sum = skip_matmul.skip_residual, skip_matmul.residual_sum
 
     def counted(parts, moments, *a, **k):
         if len(parts) > 1:
@@ -144,16 +130,6 @@ def unet_case(device, model_channels=32, channel_mult=(2, 2)):
     def counted_pool(x, *a, **k):
         pools.append(k.get("moments") is not None)
         return pool(x, *a, **k)
-
-    def counted_skip(parts, *a, **k):       # the skip products' input sizes (a pooled one is half the output's)
-        skips.append(parts[0].shape[-1])
-        return skip_residual(parts, *a, **k)
-
-    def counted_sum(h, x, *a, **k):
-        if k.get("up"):
-            ups.append(h.shape[-1])
-        return residual_sum(h, x, *a, **k)
-    skip_matmul.skip_residual, skip_matmul.residual_sum = counted_skip, counted_sum
     fused_norm.gn_act_parts, norm_split.group_norm_act, out_head.head = counted, counted_split, counted_head
     norm_split.group_norm_act_pool = counted_pool
     out = {}
@@ -164,10 +140,8 @@ def unet_case(device, model_channels=32, channel_mult=(2, 2)):
     os.environ["DIFFREPRO_FUSED_NORM"] = os.environ["DIFFREPRO_FUSED_SKIP"] = "1"
     fused_norm.gn_act_parts, norm_split.group_norm_act, out_head.head = fused, split, head
     norm_split.group_norm_act_pool = pool
-    skip_matmul.skip_residual, skip_matmul.residual_sum = skip_residual, residual_sum
     return {"y": rel(out["1"], out["0"].double()), "parts_calls": calls, "norms_given_moments": sum(with_moments),
-            "split_calls": split_calls, "head_calls": len(heads), "pools_given_moments": pools,
-            "skip_input_sizes": skips, "up_sums": ups}
+            "split_calls": split_calls, "head_calls": len(heads), "pools_given_moments": pools}
 
 
 def split_case(device):
@@ -273,7 +247,6 @@ def main():
         w = torch.zeros(64, 64, 1, 1, device=device, requires_grad=True)
         results["skip with gradient supported"] = skip_matmul.supported([cl(torch.zeros(1, 64, 4, 4, device=device))], w)
     results["moments"] = moments_case(device)
-    results["up moments"] = up_moments_case(device)
     results["norm moments"] = norm_moments_case(device)
     results["unet"] = unet_case(device)
     saved = fused_norm.RESIDENT, fused_norm.TILE

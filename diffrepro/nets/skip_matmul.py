@@ -14,9 +14,7 @@ decoder block never writes its input's concatenation.
 
 A block whose skip is its input sums its residual in residual_sum, which also writes the output's
 per-channel moments over blocks of MOMENT_ROWS pixels: the group norms that read the output take them
-instead of walking it once more for their statistics. An upsampling block sums the same way, its skip
-product (a 1x1 convolution, which commutes with nearest upsampling) made at the input's resolution and
-upsampled as the kernel reads it. (The skip product could give the same moments in
+instead of walking it once more for their statistics. (The skip product could give the same moments in
 its epilogue, but on an H100 that reduction cost more than the passes it saved: benchmarks/RESULTS.md.)
 
 Forward only (no gradient is wanted): used by unet.UNetBlock when sampling on a GPU with channels-last
@@ -131,23 +129,16 @@ if triton is not None:
         tl.store(Mom + at + 1, m2)
 
     @triton.jit
-    def _residual_kernel(Hc, X, Bias, Out, Mom, M, scale, H, W, N: tl.constexpr, BLOCK_M: tl.constexpr,
-                         BLOCK_N: tl.constexpr, X_UP: tl.constexpr):
-        """out = (h + bias + x) * scale, and its tile moments; with X_UP, x is at half the resolution and
-        each of its pixels is added to the 2x2 output pixels it covers (nearest upsampling)."""
+    def _residual_kernel(Hc, X, Bias, Out, Mom, M, scale, N: tl.constexpr, BLOCK_M: tl.constexpr,
+                         BLOCK_N: tl.constexpr):
+        """out = (h + bias + x) * scale, and its tile moments."""
         pid_m, pid_n = tl.program_id(0), tl.program_id(1)
         rm = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
         rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
         rows = rm[:, None] < M
         offs = rm[:, None] * N + rn[None, :]
-        if X_UP:                        # output pixel (b, i, j) reads x's pixel (b, i // 2, j // 2)
-            b, p = rm // (H * W), rm % (H * W)
-            xr = (b * (H // 2) + (p // W) // 2) * (W // 2) + (p % W) // 2
-            x_offs = xr[:, None] * N + rn[None, :]
-        else:
-            x_offs = offs
         u = tl.load(Hc + offs, mask=rows, other=0.0).to(tl.float32) + tl.load(Bias + rn)[None, :].to(tl.float32)
-        v = ((u + tl.load(X + x_offs, mask=rows, other=0.0).to(tl.float32)) * scale).to(Out.dtype.element_ty)
+        v = ((u + tl.load(X + offs, mask=rows, other=0.0).to(tl.float32)) * scale).to(Out.dtype.element_ty)
         tl.store(Out + offs, v, mask=rows)
         _tile_moments(Mom, v.to(tl.float32), pid_m, rn, N, BLOCK_M)
 
@@ -204,35 +195,28 @@ def skip_residual(parts: list[torch.Tensor], weight: torch.Tensor, bias: torch.T
     return plain(parts, weight, bias, residual, scale)
 
 
-def residual_supported(h: torch.Tensor, x: torch.Tensor, up: bool = False) -> bool:
-    """Whether residual_sum takes the kernel for these tensors; with `up`, x is at half h's resolution
-    (only its batch and pixel counts are checked: the sum's x is a product of it with h's channels)."""
-    if not (_kernels_take([h, x]) and h.shape[1] % 64 == 0 and moments_supported(h)):
-        return False
-    if up:
-        return x.shape[0] == h.shape[0] and (2 * x.shape[2], 2 * x.shape[3]) == tuple(h.shape[2:])
-    return h.shape == x.shape
+def residual_supported(h: torch.Tensor, x: torch.Tensor) -> bool:
+    """Whether residual_sum takes the kernel for these tensors."""
+    return _kernels_take([h, x]) and h.shape == x.shape and x.shape[1] % 64 == 0 and moments_supported(x)
 
 
 @torch.library.custom_op("diffrepro::residual_sum", mutates_args=())
-def residual_sum(h: torch.Tensor, x: torch.Tensor, bias: torch.Tensor, scale: float, up: bool = False
+def residual_sum(h: torch.Tensor, x: torch.Tensor, bias: torch.Tensor, scale: float
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """((h + bias) + x) * scale, for a block whose skip is its input, and the output's moments: per
     channel, the mean and the sum of squared deviations from it over each MOMENT_ROWS pixels of a sample,
     (B, H*W / MOMENT_ROWS, C, 2), which the next group norm takes instead of reading the output for its
-    statistics; see residual_supported(). With `up`, x is at half h's resolution and enters the sum
-    upsampled (nearest): an upsampling block's skip product, which is never written at full size."""
+    statistics; see residual_supported()."""
     h, x = (t.contiguous(memory_format=torch.channels_last) for t in (h, x))
-    B, C, H, W = h.shape
-    out = torch.empty_like(h, memory_format=torch.channels_last)
-    mom = _moments_buffer(h, C)
+    B, C, H, W = x.shape
+    out = torch.empty_like(x, memory_format=torch.channels_last)
+    mom = _moments_buffer(x, C)
     block_n = 128 if C % 128 == 0 else 64
     _residual_kernel[(B * H * W // MOMENT_ROWS, C // block_n)](h, x, bias.float(), out, mom, B * H * W, float(scale),
-                                                              H, W, C, BLOCK_M=MOMENT_ROWS, BLOCK_N=block_n,
-                                                              X_UP=up, num_warps=4)
+                                                              C, BLOCK_M=MOMENT_ROWS, BLOCK_N=block_n, num_warps=4)
     return out, mom
 
 
 @residual_sum.register_fake
-def _(h, x, bias, scale, up=False):
-    return torch.empty_like(h, memory_format=torch.channels_last), _moments_buffer(h, h.shape[1])
+def _(h, x, bias, scale):
+    return torch.empty_like(x, memory_format=torch.channels_last), _moments_buffer(x, x.shape[1])

@@ -120,22 +120,14 @@ class UNetBlock(nn.Module):
         h = self.norm1.act(h, add=add, dropout=dropout)
         want = self._wants_moments(h)
         mom = None
-        # a downsampling block's skip reads the input pooled in the norm's pass
-        skip_in = [pooled] if self.down else parts
-        if (self.skip is not None and not self.up and (pooled is not None or not self.down)
-                and skip_matmul.supported(skip_in, self.skip.weight)):
+        if self.skip is not None and not (self.up or self.down) and skip_matmul.supported(parts, self.skip.weight):
             # the skip product's epilogue adds conv1's bias with its own: one pass less over h
             h = conv2d(h, self.conv1.weight, None, self.conv1.padding[0])
-            x = skip_matmul.skip_residual(skip_in, self.skip.weight, self.skip.bias + self.conv1.bias, h,
+            x = skip_matmul.skip_residual(parts, self.skip.weight, self.skip.bias + self.conv1.bias, h,
                                           self.skip_scale)
         elif self.skip is None and want and skip_matmul.residual_supported(h, x):
             h = conv2d(h, self.conv1.weight, None, self.conv1.padding[0])
             x, mom = skip_matmul.residual_sum(h, x, self.conv1.bias, self.skip_scale)
-        elif self.up and self.skip is not None and want and skip_matmul.residual_supported(h, x, up=True):
-            # the skip product at the input's resolution, upsampled inside the sum (see _residual), which
-            # also gives the output's moments
-            h = conv2d(h, self.conv1.weight, None, self.conv1.padding[0])
-            x, mom = skip_matmul.residual_sum(h, self.skip(x), self.conv1.bias, self.skip_scale, up=True)
         else:
             x = self._residual(h, x, parts, pooled)
         if self.num_heads:
