@@ -68,7 +68,7 @@ def _slices(batch: int, parts: int) -> list[slice]:
 def _conv_into(x: torch.Tensor, weight: torch.Tensor, padding: int, out: torch.Tensor):
     """out[:] = conv(x, weight), with cuDNN writing straight into `out` where it can."""
     cudnn = torch.backends.cudnn
-    if x.is_cuda and cudnn.is_available() and cudnn.enabled:
+    if x.is_cuda and HAS_CUDNN and cudnn.enabled:
         torch.ops.aten.cudnn_convolution.out(x, weight, [padding, padding], [1, 1], [1, 1], 1, cudnn.benchmark,
                                              cudnn.deterministic, cudnn.allow_tf32, out=out)
     else:
