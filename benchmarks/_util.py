@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import sys
 import time
@@ -13,7 +14,7 @@ from diffrepro.provenance import git_commit
 
 
 def device_info() -> dict:
-    info = {"torch": torch.__version__, "python": platform.python_version(), "cpus": __import__("os").cpu_count()}
+    info = {"torch": torch.__version__, "python": platform.python_version(), "cpus": os.cpu_count()}
     if torch.cuda.is_available():
         p = torch.cuda.get_device_properties(0)
         info.update(gpu=p.name, gpu_memory_gib=round(p.total_memory / 2 ** 30, 1), cuda=torch.version.cuda)
@@ -70,7 +71,7 @@ def fast_variant(args) -> str:
     if args.mode != "fast":
         return ""
     return ((f"-{args.precision}" if getattr(args, "precision", "bf16") != "bf16" else "")
-            + ("-no-split-norm" if __import__("os").environ.get("DIFFREPRO_SPLIT_NORM") == "0" else "")
+            + ("-no-split-norm" if os.environ.get("DIFFREPRO_SPLIT_NORM") == "0" else "")
             + _conv_parts_variant()
             + (f"-{args.compile_mode}" if args.compile_mode else "")
             + ("-cudnn-heuristics" if getattr(args, "cudnn_heuristics", False) else "")
@@ -79,7 +80,7 @@ def fast_variant(args) -> str:
 
 
 def _conv_parts_variant() -> str:
-    setting = __import__("os").environ.get("DIFFREPRO_CONV_PARTS", "auto")
+    setting = os.environ.get("DIFFREPRO_CONV_PARTS", "auto")
     return "" if setting == "auto" else "-no-conv-parts" if setting == "0" else f"-conv-parts{setting}"
 
 

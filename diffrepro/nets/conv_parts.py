@@ -75,14 +75,19 @@ def _conv_into(x: torch.Tensor, weight: torch.Tensor, padding: int, out: torch.T
         out.copy_(nnf.conv2d(x, weight, None, padding=padding))
 
 
+def _empty_output(x: torch.Tensor, weight: torch.Tensor, padding: int) -> torch.Tensor:
+    """The channels-last output of a 3x3 convolution of x with this weight and padding, unwritten."""
+    B, _, H, W = x.shape
+    return torch.empty((B, weight.shape[0], H + 2 * padding - 2, W + 2 * padding - 2), dtype=x.dtype,
+                       device=x.device, memory_format=torch.channels_last)
+
+
 def run(x: torch.Tensor, weight: torch.Tensor, padding: int, parts: int) -> torch.Tensor:
     """The convolution over `parts` slices of the batch, into one channels-last output."""
     if parts == 1:
         return nnf.conv2d(x, weight, None, padding=padding)
-    B, _, H, W = x.shape
-    out = torch.empty((B, weight.shape[0], H + 2 * padding - 2, W + 2 * padding - 2), dtype=x.dtype,
-                      device=x.device, memory_format=torch.channels_last)
-    for s in _slices(B, parts):
+    out = _empty_output(x, weight, padding)
+    for s in _slices(x.shape[0], parts):
         _conv_into(x[s], weight, padding, out[s])
     return out
 
@@ -137,6 +142,4 @@ def conv_in_parts(x: torch.Tensor, weight: torch.Tensor, padding: int) -> torch.
 
 @conv_in_parts.register_fake
 def _(x, weight, padding):
-    B, _, H, W = x.shape
-    return torch.empty((B, weight.shape[0], H + 2 * padding - 2, W + 2 * padding - 2), dtype=x.dtype,
-                       device=x.device, memory_format=torch.channels_last)
+    return _empty_output(x, weight, padding)
