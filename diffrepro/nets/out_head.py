@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+import torch.nn.functional as nnf
 
 from . import fused_norm, norm_split
 
@@ -93,16 +94,23 @@ if triton is not None:
                  mask=valid[:, None] & (o < COUT)[None, :])
 
 
+def weight_matrix(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A (C_out, C, 3, 3) weight as the product's (C, columns) matrix: column (ky * 3 + kx) * C_out + o, zero
+    columns after the 9 x C_out. Made outside the op, where torch.compile sees it (a frozen network makes it once)."""
+    cout, cin = weight.shape[:2]
+    return nnf.pad(weight.permute(1, 2, 3, 0).reshape(cin, 9 * cout), (0, _columns(cout) - 9 * cout)).to(dtype)
+
+
 @torch.library.custom_op("diffrepro::act_conv3x3", mutates_args=())
-def act_conv3x3(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, weight: torch.Tensor,
+def act_conv3x3(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, wz: torch.Tensor,
                 bias: torch.Tensor) -> torch.Tensor:
-    """F.conv2d(silu(x * scale + shift), weight, bias, padding=1), scale and shift per (sample, channel)."""
+    """F.conv2d(silu(x * scale + shift), weight, bias, padding=1), scale and shift per (sample, channel), the
+    weight given as weight_matrix(weight, x.dtype)."""
     x = x.contiguous(memory_format=torch.channels_last)
+    wz = wz.contiguous()
     B, C, H, W = x.shape
-    cout = weight.shape[0]
-    nz, rows = _columns(cout), _rows(H * W)
-    wz = torch.zeros(C, nz, device=x.device, dtype=x.dtype)
-    wz[:, :9 * cout] = weight.permute(1, 2, 3, 0).reshape(C, 9 * cout)    # column (ky * 3 + kx) * C_out + o
+    cout = bias.shape[0]
+    nz, rows = wz.shape[1], _rows(H * W)
     M = B * H * W
     z = torch.empty(M, nz, device=x.device, dtype=torch.float32)
     _act_product_kernel[(M // rows,)](x, scale.float().contiguous(), shift.float().contiguous(), wz, z, H * W, C,
@@ -117,8 +125,8 @@ def act_conv3x3(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, weigh
 
 
 @act_conv3x3.register_fake
-def _(x, scale, shift, weight, bias):
-    return torch.empty(x.shape[0], weight.shape[0], *x.shape[2:], device=x.device, dtype=x.dtype,
+def _(x, scale, shift, wz, bias):
+    return torch.empty(x.shape[0], bias.shape[0], *x.shape[2:], device=x.device, dtype=x.dtype,
                        memory_format=torch.channels_last)
 
 
@@ -128,4 +136,4 @@ def head(x: torch.Tensor, norm, conv, moments: Optional[torch.Tensor] = None) ->
     B, C, H, W = x.shape
     scale, shift = norm_split.scale_shift([norm_split.moments_or_pass(x, moments)], H * W, norm.num_groups,
                                           norm.weight, norm.bias, norm.eps)
-    return act_conv3x3(x, scale, shift, conv.weight, conv.bias)
+    return act_conv3x3(x, scale, shift, weight_matrix(conv.weight, x.dtype), conv.bias)

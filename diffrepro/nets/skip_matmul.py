@@ -157,13 +157,14 @@ def moments_supported(x: torch.Tensor) -> bool:
 
 
 @torch.library.custom_op("diffrepro::skip_residual", mutates_args=())
-def _skip_residual_op(parts: list[torch.Tensor], weight: torch.Tensor, bias: torch.Tensor, residual: torch.Tensor,
+def _skip_residual_op(parts: list[torch.Tensor], wt: torch.Tensor, bias: torch.Tensor, residual: torch.Tensor,
                       scale: float) -> torch.Tensor:
+    """wt: the 1x1 weight as a (C_in, C_out) matrix in the parts' dtype."""
     parts = [p.contiguous(memory_format=torch.channels_last) for p in parts]
+    wt = wt.contiguous()
     x = parts[0]
     B, _, H, W = x.shape
-    cout = weight.shape[0]
-    wt = weight.reshape(cout, -1).t().to(x.dtype).contiguous()                # (C_in, C_out)
+    cout = wt.shape[1]
     residual = residual.to(x.dtype).contiguous(memory_format=torch.channels_last)
     out = torch.empty(B, cout, H, W, dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
     M, K1 = B * H * W, parts[0].shape[1]
@@ -180,9 +181,9 @@ def _skip_residual_op(parts: list[torch.Tensor], weight: torch.Tensor, bias: tor
 
 
 @_skip_residual_op.register_fake
-def _(parts, weight, bias, residual, scale):
+def _(parts, wt, bias, residual, scale):
     x = parts[0]
-    return torch.empty(x.shape[0], weight.shape[0], *x.shape[2:], dtype=x.dtype, device=x.device,
+    return torch.empty(x.shape[0], wt.shape[1], *x.shape[2:], dtype=x.dtype, device=x.device,
                        memory_format=torch.channels_last)
 
 
@@ -191,7 +192,10 @@ def skip_residual(parts: list[torch.Tensor], weight: torch.Tensor, bias: torch.T
     """(residual + conv1x1(torch.cat(parts, 1), weight, bias)) * scale: one fused kernel where
     supported(), else `plain`."""
     if supported(parts, weight):
-        return _skip_residual_op(list(parts), weight, bias, residual, scale)
+        # the weight's matrix is made outside the op, where torch.compile sees it (and a frozen network
+        # computes it once)
+        wt = weight.reshape(weight.shape[0], -1).t().to(parts[0].dtype).contiguous()
+        return _skip_residual_op(list(parts), wt, bias, residual, scale)
     return plain(parts, weight, bias, residual, scale)
 
 
