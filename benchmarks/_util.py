@@ -76,7 +76,8 @@ def fast_variant(args) -> str:
             + (f"-{args.compile_mode}" if args.compile_mode else "")
             + ("-cudnn-heuristics" if getattr(args, "cudnn_heuristics", False) else "")
             + (f"-cudnn-limit{args.cudnn_benchmark_limit}" if getattr(args, "cudnn_benchmark_limit", None) is not None else "")
-            + ("-nchw" if getattr(args, "no_channels_last", False) else "") + ("-tuned" if args.tune else ""))
+            + ("-nchw" if getattr(args, "no_channels_last", False) else "") + ("-tuned" if args.tune else "")
+            + ("-no-freeze" if getattr(args, "no_freeze", False) else ""))
 
 
 def _conv_parts_variant() -> str:
@@ -114,9 +115,10 @@ def kernel_kind(name: str) -> str:
     return next((kind for kind, keys in KERNEL_KINDS if any(k in low for k in keys)), "other")
 
 
-def profile_kernels(fn, repeats: int, unit: str) -> dict:
+def profile_kernels(fn, repeats: int, unit: str, table: str | None = None) -> dict:
     """Call fn() `repeats` times under torch.profiler: wall time per call, the share of it the GPU
-    is busy, kernel launches, and GPU time per call by kernel kind and for the top 20 kernels."""
+    is busy, kernel launches, and GPU time per call by kernel kind and for the top 20 kernels; with
+    `table`, every kernel (kind, GPU ms and launches per call, name) as CSV at that path."""
     from torch.profiler import ProfilerActivity, profile
     with Timer() as t, profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         for _ in range(repeats):
@@ -130,6 +132,13 @@ def profile_kernels(fn, repeats: int, unit: str) -> dict:
         by_kind[kind] = by_kind.get(kind, 0.0) + e.self_device_time_total
     top = sorted(kernels, key=lambda e: -e.self_device_time_total)[:20]
     ms = lambda us: round(us / 1000 / repeats, 3)   # noqa: E731  per call
+    if table:
+        import csv
+        with open(table, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["kind", f"ms_per_{unit}", f"launches_per_{unit}", "kernel"])
+            for e in sorted(kernels, key=lambda e: -e.self_device_time_total):
+                w.writerow([kernel_kind(e.key), ms(e.self_device_time_total), round(e.count / repeats, 1), e.key])
     return {f"{unit}s": repeats, f"{unit}_ms": round(t.seconds * 1000 / repeats, 2),
             f"gpu_busy_ms_per_{unit}": ms(busy_us), "gpu_busy_fraction": round(busy_us / 1e6 / t.seconds, 3),
             f"kernel_launches_per_{unit}": round(sum(e.count for e in kernels) / repeats, 1),
