@@ -23,26 +23,11 @@ class AutocastNet(nn.Module):
         return out.float()
 
 
-def compile_options(mode: str | None, freeze: bool) -> dict:
-    """torch.compile's keyword arguments for a compile `mode` (None: its default), with Inductor's freezing
-    on or off. Frozen, the weights are constants of the compiled code: what depends on them alone (their
-    casts to bf16, transposes, the upsampling convolution's phase taps) is computed once at compilation
-    instead of on every call. torch.compile takes a mode or options, not both, so a mode becomes its options."""
-    if not freeze:
-        return {"mode": mode}
-    import torch._inductor
-    options = dict(torch._inductor.list_mode_options(mode)) if mode else {}
-    return {"options": {**options, "freezing": True}}
-
-
 def make_fast(denoiser, precision: str = "bf16", compile: bool = True, channels_last: bool = True,
-              compile_mode: str | None = None, freeze: bool = True):
+              compile_mode: str | None = None):
     """Modify `denoiser` (a Preconditioning, weights already loaded) in place for fast sampling.
     `precision`: autocast to bf16 or fp16, or fp32 (no autocast).
-    `compile_mode` is torch.compile's mode (e.g. "max-autotune-no-cudagraphs"); None is its default.
-    `freeze`: the compiled network takes the weights it has at its first call under torch.no_grad() as
-    constants (Inductor's freezing; calls with gradients enabled compile without it). Weights changed
-    after that call are not seen: load them before, or make_fast again."""
+    `compile_mode` is torch.compile's mode (e.g. "max-autotune-no-cudagraphs"); None is its default."""
     net = denoiser.net
     torch.backends.cudnn.benchmark = True   # every batch has the same shape
     if channels_last:
@@ -53,6 +38,6 @@ def make_fast(denoiser, precision: str = "bf16", compile: bool = True, channels_
         raise ValueError(f"precision must be bf16, fp16 or fp32, not {precision!r}")
     if compile:
         inductor_ops.declare()
-        net = torch.compile(net, **compile_options(compile_mode, freeze))
+        net = torch.compile(net, mode=compile_mode)
     denoiser.net = net
     return denoiser
