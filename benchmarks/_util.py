@@ -76,8 +76,7 @@ def fast_variant(args) -> str:
             + (f"-{args.compile_mode}" if args.compile_mode else "")
             + ("-cudnn-heuristics" if getattr(args, "cudnn_heuristics", False) else "")
             + (f"-cudnn-limit{args.cudnn_benchmark_limit}" if getattr(args, "cudnn_benchmark_limit", None) is not None else "")
-            + ("-nchw" if getattr(args, "no_channels_last", False) else "") + ("-tuned" if args.tune else "")
-            + ("-no-freeze" if getattr(args, "no_freeze", False) else ""))
+            + ("-nchw" if getattr(args, "no_channels_last", False) else "") + ("-tuned" if args.tune else ""))
 
 
 def _conv_parts_variant() -> str:
@@ -115,15 +114,18 @@ def kernel_kind(name: str) -> str:
     return next((kind for kind, keys in KERNEL_KINDS if any(k in low for k in keys)), "other")
 
 
-def profile_kernels(fn, repeats: int, unit: str, table: str | None = None) -> dict:
+def profile_kernels(fn, repeats: int, unit: str, table: str | None = None, trace: str | None = None) -> dict:
     """Call fn() `repeats` times under torch.profiler: wall time per call, the share of it the GPU
     is busy, kernel launches, and GPU time per call by kernel kind and for the top 20 kernels; with
-    `table`, every kernel (kind, GPU ms and launches per call, name) as CSV at that path."""
+    `table`, every kernel (kind, GPU ms and launches per call, name) as CSV at that path; with `trace`, the
+    profiler's Chrome trace (.json, or .json.gz compressed) at that path."""
     from torch.profiler import ProfilerActivity, profile
     with Timer() as t, profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         for _ in range(repeats):
             fn()
         sync()
+    if trace:
+        prof.export_chrome_trace(trace)
     kernels = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
     busy_us = sum(e.self_device_time_total for e in kernels)
     by_kind = {}

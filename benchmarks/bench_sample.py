@@ -4,11 +4,11 @@
     python benchmarks/bench_sample.py speed --preset ddpmpp-cifar --num 2500 --batch 2500 --mode fp32
     python benchmarks/bench_sample.py speed --preset ddpmpp-cifar --num 10000 --batch 1250 --streams 2
     python benchmarks/bench_sample.py speed --preset ddpmpp-cifar --num 10000 --precision fp16 [--cudnn-heuristics]
-    python benchmarks/bench_sample.py profile --preset ddpmpp-cifar --batch 2500 --mode fast [--kernel-table k.csv]
+    python benchmarks/bench_sample.py profile --preset ddpmpp-cifar --batch 2500 --mode fast [--kernel-table k.csv] [--trace t.json.gz]
     python benchmarks/bench_sample.py compare --preset ddpmpp-cifar --num 5000 --save cmp.npz [--model results/runs/<run>/model.pt]
     python benchmarks/bench_sample.py fid --load cmp.npz      # FID fast vs fp32 against the seed-to-seed FID
 
-`fast` = bf16 autocast + channels-last + torch.compile (frozen weights) around the network (diffrepro.inference.make_fast);
+`fast` = bf16 autocast + channels-last + torch.compile around the network (diffrepro.inference.make_fast);
 the sampler's own arithmetic stays in float64 as in EDM. `--streams K` runs K samplers side by side, each
 in its own thread on its own CUDA stream with its own seeds, to see whether the GPU overlaps one
 sampler's memory-bound kernels with another's convolutions. Without --model the network has random weights
@@ -46,7 +46,7 @@ def denoiser(args, mode):
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = mode == "fast"
     if mode == "fast":
         set_tuning(args.tune)
-        make_fast(D, args.precision, compile=True, compile_mode=args.compile_mode, freeze=not args.no_freeze)
+        make_fast(D, args.precision, compile=True, compile_mode=args.compile_mode)
         if args.cudnn_heuristics:
             torch.backends.cudnn.benchmark = False
         if args.cudnn_benchmark_limit is not None:
@@ -113,7 +113,7 @@ def profile(args):
     D, shape = denoiser(args, args.mode)
     draw(D, shape, args.batch, args.batch, args.steps)      # compile and warm up
     summary = profile_kernels(lambda: draw(D, shape, args.batch, args.batch, args.steps), 1, "batch",
-                              table=args.kernel_table)
+                              table=args.kernel_table, trace=args.trace)
     nfe = 2 * args.steps - 1
     write_result(args.out, f"profile-sample-{args.preset}-{args.mode}{fast_variant(args)}-b{args.batch}", {
         "batch": args.batch, "nfe": nfe, "img_per_s": round(args.batch / summary["batch_ms"] * 1000, 1),
@@ -170,10 +170,9 @@ if __name__ == "__main__":
                     help="fast path: convolution algorithms from cuDNN's heuristics instead of timing them on the first call")
     ap.add_argument("--cudnn-benchmark-limit", type=int, default=None,
                     help="fast path: how many cuDNN algorithms autotuning times per shape (0: all; default: torch's)")
-    ap.add_argument("--no-freeze", action="store_true",
-                    help="fast path: compile without Inductor's freezing (the weights' casts run on every call)")
     ap.add_argument("--kernel-table", default=None,
                     help="profile: also write every kernel's time and launches per batch to this CSV")
+    ap.add_argument("--trace", default=None, help="profile: also write the profiler's Chrome trace here (.json.gz)")
     ap.add_argument("--tune", action="store_true", help="fast path: tune generated kernels (coordinate descent)")
     ap.add_argument("--save", default=None, help="compare: write both sample sets to this .npz")
     ap.add_argument("--load", default=None, help="fid: the .npz that compare --save wrote")
