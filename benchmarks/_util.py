@@ -76,7 +76,8 @@ def fast_variant(args) -> str:
             + (f"-{args.compile_mode}" if args.compile_mode else "")
             + ("-cudnn-heuristics" if getattr(args, "cudnn_heuristics", False) else "")
             + (f"-cudnn-limit{args.cudnn_benchmark_limit}" if getattr(args, "cudnn_benchmark_limit", None) is not None else "")
-            + ("-nchw" if getattr(args, "no_channels_last", False) else "") + ("-tuned" if args.tune else ""))
+            + ("-nchw" if getattr(args, "no_channels_last", False) else "") + ("-tuned" if args.tune else "")
+            + ("-no-prefetch" if getattr(args, "no_prefetch", False) else ""))
 
 
 def _conv_parts_variant() -> str:

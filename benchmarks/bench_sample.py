@@ -30,7 +30,7 @@ from diffrepro.inference import make_fast  # noqa: E402
 from diffrepro.models import load_model  # noqa: E402
 from diffrepro.nets import build_network  # noqa: E402
 from diffrepro.precond import EDMPrecond  # noqa: E402
-from diffrepro.samplers import generate, to_uint8  # noqa: E402
+from diffrepro.samplers import generate_batches, to_uint8  # noqa: E402
 
 
 def denoiser(args, mode):
@@ -54,15 +54,15 @@ def denoiser(args, mode):
     return D, shape
 
 
-def draw_seeds(D, shape, seeds, steps):
-    with torch.no_grad():
-        return generate(D, shape, list(seeds), device="cuda", sampler="heun", num_steps=steps).samples.float()
+PREFETCH = True         # --no-prefetch: each batch draws its latents when it starts
 
 
 def draw(D, shape, num, batch, steps, first_seed=0):
-    """Samples of seeds first_seed .. first_seed + num - 1, in batches."""
-    end = first_seed + num
-    return torch.cat([draw_seeds(D, shape, range(s, s + batch), steps)[: end - s] for s in range(first_seed, end, batch)])
+    """Samples of seeds first_seed .. first_seed + num - 1, in batches (the last one filled up with the seeds after)."""
+    seed_batches = [range(s, s + batch) for s in range(first_seed, first_seed + num, batch)]
+    with torch.no_grad():
+        return torch.cat([r.samples.float() for r in generate_batches(
+            D, shape, seed_batches, device="cuda", sampler="heun", num_steps=steps, prefetch=PREFETCH)])[:num]
 
 
 def draw_on_streams(D, shape, num, batch, steps, k):
@@ -170,6 +170,8 @@ if __name__ == "__main__":
                     help="fast path: convolution algorithms from cuDNN's heuristics instead of timing them on the first call")
     ap.add_argument("--cudnn-benchmark-limit", type=int, default=None,
                     help="fast path: how many cuDNN algorithms autotuning times per shape (0: all; default: torch's)")
+    ap.add_argument("--no-prefetch", action="store_true",
+                    help="draw each batch's latents when it starts, not between the previous batch's network calls")
     ap.add_argument("--kernel-table", default=None,
                     help="profile: also write every kernel's time and launches per batch to this CSV")
     ap.add_argument("--trace", default=None, help="profile: also write the profiler's Chrome trace here (.json.gz)")
@@ -178,4 +180,5 @@ if __name__ == "__main__":
     ap.add_argument("--load", default=None, help="fid: the .npz that compare --save wrote")
     ap.add_argument("--out", default="benchmarks/results/gpu.json")
     a = ap.parse_args()
+    PREFETCH = not a.no_prefetch
     {"speed": speed, "compare": compare, "profile": profile, "fid": fid}[a.what](a)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence
+from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -48,16 +48,58 @@ def sigma_steps(discretization: str, num_steps: int, **kw) -> torch.Tensor:
 
 class SeededNoise:
     """Per-sample generators (EDM's StackedRandomGenerator): sample k gets the same latents and
-    the same stochastic-sampler noise whatever the batch it lands in or the device count."""
+    the same stochastic-sampler noise whatever the batch it lands in or the device count.
+
+    A sample's generator is made when its first values are drawn, so a batch's latents can be drawn in
+    pieces (`fill`), e.g. between the network calls of the batch before (`generate_batches`)."""
 
     def __init__(self, device, seeds: Sequence[int]):
         self.device = torch.device(device)
-        self.generators = [torch.Generator(self.device).manual_seed(int(s) % (1 << 63)) for s in seeds]
+        self.seeds = [int(s) % (1 << 63) for s in seeds]
+        self._generators: list = [None] * len(self.seeds)
+
+    def generator(self, k: int) -> torch.Generator:
+        if self._generators[k] is None:
+            self._generators[k] = torch.Generator(self.device).manual_seed(self.seeds[k])
+        return self._generators[k]
+
+    @property
+    def generators(self) -> list:
+        return [self.generator(k) for k in range(len(self.seeds))]
+
+    def empty(self, shape, dtype=torch.float32) -> torch.Tensor:
+        assert shape[0] == len(self.seeds)
+        return torch.empty(shape, device=self.device, dtype=dtype)
+
+    def fill(self, out: torch.Tensor, start: int = 0, stop: Optional[int] = None) -> torch.Tensor:
+        """Draw samples start..stop-1 into rows start..stop-1 of `out` (from empty()), each from its own
+        generator: the values randn(shape[1:], generator=g_k) would return, written in place."""
+        for k in range(start, len(self.seeds) if stop is None else stop):
+            torch.randn(out.shape[1:], generator=self.generator(k), out=out[k])
+        return out
 
     def randn(self, shape, dtype=torch.float32):
-        assert shape[0] == len(self.generators)
-        return torch.stack([torch.randn(shape[1:], generator=g, device=self.device, dtype=dtype)
-                            for g in self.generators])
+        return self.fill(self.empty(shape, dtype))
+
+
+class Prefetch:
+    """A batch's latents drawn in `pieces` pieces, one per call of step(): the next batch's launches are
+    queued between the current batch's network calls, where the GPU has work queued ahead of them, instead
+    of all at once before the batch (thousands of tiny launches the GPU waits on one by one)."""
+
+    def __init__(self, noise: SeededNoise, shape, pieces: int):
+        self.noise, self.latents = noise, noise.empty(shape)
+        self.per_step, self.done = -(-shape[0] // max(pieces, 1)), 0
+
+    def step(self):
+        stop = min(self.done + self.per_step, self.latents.shape[0])
+        self.noise.fill(self.latents, self.done, stop)
+        self.done = stop
+
+    def finish(self) -> torch.Tensor:
+        self.noise.fill(self.latents, self.done)
+        self.done = self.latents.shape[0]
+        return self.latents
 
 
 # ----------------------------------------------------------------------------------------------
@@ -79,9 +121,12 @@ def stochastic_sampler(denoiser: Denoiser, latents: torch.Tensor, sigmas: torch.
                        solver: str = "heun", S_churn: float = 0.0, S_tmin: float = 0.0,
                        S_tmax: float = float("inf"), S_noise: float = 1.0,
                        noise: Optional[SeededNoise] = None, class_labels=None,
-                       return_trajectory: bool = False, dtype=torch.float64) -> SampleResult:
+                       return_trajectory: bool = False, dtype=torch.float64,
+                       after_call: Optional[Callable[[], None]] = None) -> SampleResult:
     """EDM Alg. 2 (sigma(t) = t, s(t) = 1). `latents` are unit-variance; `sigmas` end with 0.
-    With S_churn = 0 it is Alg. 1 (deterministic). Arithmetic in float64 by default."""
+    With S_churn = 0 it is Alg. 1 (deterministic). Arithmetic in float64 by default.
+    `after_call()`, if given, runs after each network call (generate_batches queues work there)."""
+    after_call = after_call or (lambda: None)
     if solver not in ("euler", "heun"):
         raise ValueError(f"unknown solver {solver!r}; choose 'euler' or 'heun'")
     num_steps = len(sigmas) - 1
@@ -98,6 +143,7 @@ def stochastic_sampler(denoiser: Denoiser, latents: torch.Tensor, sigmas: torch.
         else:
             x_hat = x_cur
         denoised = denoiser(x_hat, t_hat, class_labels).to(dtype)         # line 7
+        after_call()
         nfe += 1
         d_cur = (x_hat - denoised) / t_hat
         x_next = x_hat + (t_next - t_hat) * d_cur                         # line 8
@@ -107,6 +153,7 @@ def stochastic_sampler(denoiser: Denoiser, latents: torch.Tensor, sigmas: torch.
             used_sigmas.append(t_hat)
         if solver == "heun" and t_next != 0:                              # lines 9-11
             denoised_next = denoiser(x_next, t_next, class_labels).to(dtype)
+            after_call()
             nfe += 1
             d_prime = (x_next - denoised_next) / t_next
             x_next = x_hat + (t_next - t_hat) * (0.5 * d_cur + 0.5 * d_prime)
@@ -170,6 +217,32 @@ def ode_sampler(denoiser: Denoiser, latents: torch.Tensor, sigmas: torch.Tensor,
     return res
 
 
+def _sampler_call(sampler: str = "heun", discretization: str = "edm", num_steps: int = 18, sigma_min=0.002,
+                  sigma_max=80.0, rho=7.0, S_churn=0.0, S_tmin=0.0, S_tmax=float("inf"), S_noise=1.0,
+                  class_labels=None, return_trajectory=False, dtype=torch.float32):
+    """The sampler that `generate` describes as a function of (denoiser, latents, noise, after_call), and
+    its NFE."""
+    kw = {}
+    if discretization == "edm":
+        kw = dict(sigma_min=sigma_min, sigma_max=sigma_max, rho=rho)
+    elif discretization == "ve":
+        kw = dict(sigma_min=sigma_min, sigma_max=sigma_max)
+    sig = sigma_steps(discretization, num_steps, **kw)
+    common = dict(class_labels=class_labels, return_trajectory=return_trajectory, dtype=dtype)
+    if sampler == "stochastic":
+        common.update(solver="heun", S_churn=S_churn, S_tmin=S_tmin, S_tmax=S_tmax, S_noise=S_noise)
+    elif sampler in ("euler", "heun"):
+        common.update(solver=sampler)
+    else:
+        raise ValueError(f"unknown sampler {sampler!r}; choose 'euler', 'heun' or 'stochastic'")
+    nfe = num_steps if common["solver"] == "euler" else 2 * num_steps - 1
+
+    def run(denoiser, latents, noise, after_call=None):
+        return stochastic_sampler(denoiser, latents, sig, noise=noise if sampler == "stochastic" else None,
+                                  after_call=after_call, **common)
+    return run, nfe
+
+
 def generate(denoiser, shape, seeds: Sequence[int], *, device="cpu", sampler: str = "heun",
              num_steps: int = 18, discretization: str = "edm", sigma_min: float = 0.002,
              sigma_max: float = 80.0, rho: float = 7.0, S_churn: float = 0.0, S_tmin: float = 0.0,
@@ -178,22 +251,34 @@ def generate(denoiser, shape, seeds: Sequence[int], *, device="cpu", sampler: st
     """High-level entry: latents from per-sample seeds, then the chosen sampler.
 
     sampler: 'euler' | 'heun' (deterministic) | 'stochastic' (Alg. 2 with Heun steps)."""
+    return next(generate_batches(
+        denoiser, shape, [seeds], device=device, sampler=sampler, num_steps=num_steps, discretization=discretization,
+        sigma_min=sigma_min, sigma_max=sigma_max, rho=rho, S_churn=S_churn, S_tmin=S_tmin, S_tmax=S_tmax,
+        S_noise=S_noise, class_labels=class_labels, return_trajectory=return_trajectory, dtype=dtype))
+
+
+def generate_batches(denoiser, shape, seed_batches: Iterable[Sequence[int]], *, device="cpu",
+                     prefetch: bool = True, **kw) -> Iterator[SampleResult]:
+    """generate(denoiser, shape, seeds, device=device, **kw) for each list of seeds in turn, the same samples
+    (each sample's latents come from its own seed). With `prefetch`, the next batch's latents are drawn in
+    pieces between the current batch's network calls: on a GPU the batch's first call then finds them
+    ready instead of waiting for a launch per sample (2,500 launches take tens of milliseconds)."""
+    run, nfe = _sampler_call(**kw)
+    batches = iter(seed_batches)
+    seeds = next(batches, None)
+    if seeds is None:
+        return
     noise = SeededNoise(device, seeds)
-    latents = noise.randn((len(seeds), *shape), dtype=torch.float32)
-    kw = {}
-    if discretization == "edm":
-        kw = dict(sigma_min=sigma_min, sigma_max=sigma_max, rho=rho)
-    elif discretization == "ve":
-        kw = dict(sigma_min=sigma_min, sigma_max=sigma_max)
-    sig = sigma_steps(discretization, num_steps, **kw)
-    if sampler == "stochastic":
-        return stochastic_sampler(denoiser, latents, sig, solver="heun", S_churn=S_churn, S_tmin=S_tmin,
-                                  S_tmax=S_tmax, S_noise=S_noise, noise=noise, class_labels=class_labels,
-                                  return_trajectory=return_trajectory, dtype=dtype)
-    if sampler in ("euler", "heun"):
-        return stochastic_sampler(denoiser, latents, sig, solver=sampler, class_labels=class_labels,
-                                  return_trajectory=return_trajectory, dtype=dtype)
-    raise ValueError(f"unknown sampler {sampler!r}; choose 'euler', 'heun' or 'stochastic'")
+    latents = noise.randn((len(seeds), *shape))
+    while seeds is not None:
+        upcoming = next(batches, None)
+        ahead = None
+        if upcoming is not None:
+            ahead = Prefetch(SeededNoise(device, upcoming), (len(upcoming), *shape), nfe if prefetch else 0)
+        yield run(denoiser, latents, noise, ahead.step if ahead is not None and prefetch else None)
+        if ahead is not None:
+            noise, latents = ahead.noise, ahead.finish()
+        seeds = upcoming
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:

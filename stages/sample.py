@@ -20,20 +20,19 @@ from stages._common import add_device, add_params, log, main_guard, parser
 def draw(denoiser, shape, num_samples, sampling: dict, device, batch_size, progress=True):
     from tqdm.auto import tqdm
 
-    from diffrepro.samplers import generate, to_uint8
+    from diffrepro.samplers import generate_batches, to_uint8
 
     kw = {k: v for k, v in sampling.items() if k not in ("name",)}
+    # every batch has the same shape (compiled graphs are reused): the last is padded with seeds past the end
+    seed_batches = [list(range(start, start + batch_size)) for start in range(0, num_samples, batch_size)]
     chunks, nfe = [], 0
     bar = tqdm(total=num_samples, desc="sample", unit="img", disable=not progress, mininterval=5)
-    for start in range(0, num_samples, batch_size):
-        seeds = list(range(start, min(start + batch_size, num_samples)))
-        pad = batch_size - len(seeds)   # keep every batch the same shape (compiled graphs are reused)
-        with torch.no_grad():
-            res = generate(denoiser, shape, seeds + [num_samples + i for i in range(pad)], device=device, **kw)
-        x = res.samples[:len(seeds)]
-        chunks.append(to_uint8(x) if len(shape) == 3 else x.float().cpu().numpy())
-        nfe = res.nfe
-        bar.update(len(seeds))
+    with torch.no_grad():
+        for seeds, res in zip(seed_batches, generate_batches(denoiser, shape, seed_batches, device=device, **kw)):
+            x = res.samples[:num_samples - seeds[0]]
+            chunks.append(to_uint8(x) if len(shape) == 3 else x.float().cpu().numpy())
+            nfe = res.nfe
+            bar.update(len(x))
     bar.close()
     return np.concatenate(chunks), nfe
 
