@@ -77,7 +77,8 @@ class Preconditioning(nn.Module):
 
     def forward(self, x: torch.Tensor, sigma, class_labels=None) -> torch.Tensor:
         sigma = _as_sigma(sigma, x)
-        net_dtype = next(self.net.parameters()).dtype
+        # the dtype the network takes its input in: its own word for it (inference.AutocastNet), else its weights'
+        net_dtype = getattr(self.net, "input_dtype", None) or next(self.net.parameters()).dtype
         x_in = (self.c_in(sigma) * x).to(net_dtype)
         c_noise = self.c_noise(sigma).flatten().to(torch.float32)
         F_x = self.net(x_in, c_noise, class_labels)

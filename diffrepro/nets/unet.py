@@ -57,6 +57,8 @@ class UNetBlock(nn.Module):
         self.up, self.down, self.skip_scale = up, down, skip_scale
         self.norm0 = _group_norm(cin)
         self.conv0 = _conv(cin, cout, 3)
+        # sampling sums this weight's taps (conv.upsampled_conv3x3) before autocast rounds them: keep it float32
+        self.conv0.weight_summed = up
         self.affine = _linear(emb_channels, cout)
         self.norm1 = _group_norm(cout)
         self.dropout = nn.Dropout(dropout)
