@@ -216,6 +216,27 @@ def head_case(device):
     return out
 
 
+def scale_shift_case(device):
+    """norm_split's scale and shift kernel against the same sums as PyTorch ops in float64: one part, and two
+    parts whose moments come over different block counts with groups straddling them (96 + 48 channels in
+    groups of 12)."""
+    gen = torch.Generator().manual_seed(19)
+    out = {}
+    for name, parts, G, hw in [("one", [(3, 4, 64)], 8, 256), ("two", [(2, 1, 96), (2, 4, 48)], 12, 64)]:
+        moments = []
+        for B, T, C in parts:
+            m = torch.randn(B, T, C, 2, generator=gen)
+            m[..., 0] = 3 * m[..., 0] + 1                       # block means
+            m[..., 1] = 50 * m[..., 1].abs()                    # block sums of squared deviations
+            moments.append(m)
+        C = sum(p[2] for p in parts)
+        w, b = torch.randn(C, generator=gen), torch.randn(C, generator=gen)
+        ref = norm_split.scale_shift_ops([m.double() for m in moments], hw, G, w.double(), b.double(), 1e-6)
+        got = norm_split.scale_shift([m.to(device) for m in moments], hw, G, w.to(device), b.to(device), 1e-6)
+        out[name] = max(rel(g, r) for g, r in zip(got, ref))
+    return out
+
+
 def main():
     device = "cuda" if "--cuda" in sys.argv else "cpu"
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False   # float32 means float32
@@ -258,6 +279,7 @@ def main():
     results["unet split off"] = off
     results["split"] = split_case(device)
     results["channel moments"] = channel_moments_case(device)
+    results["scale shift"] = scale_shift_case(device)
     results["pool"] = pool_case(device)
     results["head"] = head_case(device)
     print(json.dumps(results))

@@ -32,6 +32,8 @@ def _assert_close(results, cuda):
     split = results.pop("split")
     assert split["supported"] and split["channels_last"] and max(split["computed"], split["given"]) < 2e-6, split
     assert all(v < 2e-6 for v in results.pop("channel moments").values())
+    scale_shift = results.pop("scale shift")                # straddling groups, moments over 1 and 4 blocks
+    assert set(scale_shift) == {"one", "two"} and all(v < 2e-6 for v in scale_shift.values()), scale_shift
     # a downsampling block's norm + box filter, and its skip's pooled input, in one pass
     pool = results.pop("pool")
     assert pool["supported"] and not pool["odd supported"] and pool["channels_last"], pool

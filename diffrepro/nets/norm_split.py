@@ -134,6 +134,44 @@ if triton is not None:
         tl.store(XP + out, (xp * 0.25).to(XP.dtype.element_ty), mask=mask)
 
 
+if triton is not None:
+    @triton.jit
+    def _scale_shift_kernel(Mom1, Mom2, Wt, Bs, Scale, Shift, C1, C2, T1, T2, hw, eps,
+                            CG: tl.constexpr, CG_P2: tl.constexpr, T1_P2: tl.constexpr, T2_P2: tl.constexpr):
+        """One (sample, group): its channels' means and variances from whichever part holds each channel
+        (moments (B, T_p, C_p, 2) per part), then the group's by the law of total variance, then
+        scale = w * rstd and shift = bias - mean * scale for each of its channels."""
+        b, g = tl.program_id(0), tl.program_id(1)
+        c = g * CG + tl.arange(0, CG_P2)
+        valid = tl.arange(0, CG_P2) < CG
+        mean_c = tl.zeros((CG_P2,), tl.float32)
+        var_c = tl.zeros((CG_P2,), tl.float32)
+        for part in tl.static_range(2):
+            if part == 0:
+                Mom, Cp, T, cp, T_P2 = Mom1, C1, T1, c, T1_P2
+            else:
+                Mom, Cp, T, cp, T_P2 = Mom2, C2, T2, c - C1, T2_P2
+            inside = valid & (cp >= 0) & (cp < Cp)
+            t = tl.arange(0, T_P2)[:, None]
+            m = inside[None, :] & (t < T)
+            at = ((b.to(tl.int64) * T + t) * Cp + cp[None, :]) * 2
+            mean_t = tl.load(Mom + at, mask=m, other=0.0)
+            m2_t = tl.load(Mom + at + 1, mask=m, other=0.0)
+            mean = tl.sum(mean_t, axis=0) / T
+            d = tl.where(m, mean_t - mean[None, :], 0.0)
+            var = (tl.sum(m2_t, axis=0) + (hw // T) * tl.sum(d * d, axis=0)) / hw
+            mean_c = tl.where(inside, mean, mean_c)
+            var_c = tl.where(inside, var, var_c)
+        mean_g = tl.sum(tl.where(valid, mean_c, 0.0), axis=0) / CG
+        dev = tl.where(valid, mean_c - mean_g, 0.0)
+        var_g = (tl.sum(tl.where(valid, var_c, 0.0), axis=0) + tl.sum(dev * dev, axis=0)) / CG
+        scale = tl.rsqrt(var_g + eps) * tl.load(Wt + c, mask=valid, other=0.0).to(tl.float32)
+        shift = tl.load(Bs + c, mask=valid, other=0.0).to(tl.float32) - mean_g * scale
+        out = b.to(tl.int64) * (C1 + C2) + c
+        tl.store(Scale + out, scale, mask=valid)
+        tl.store(Shift + out, shift, mask=valid)
+
+
 @torch.library.custom_op("diffrepro::channel_moments", mutates_args=())
 def channel_moments(x: torch.Tensor) -> torch.Tensor:
     """x's per-channel moments over each sample's pixels, (B, 1, C, 2): mean and sum of squared deviations
@@ -174,11 +212,9 @@ def _(parts, scale, shift, silu):
                        memory_format=torch.channels_last)
 
 
-@torch.library.custom_op("diffrepro::norm_scale_shift", mutates_args=())
-def _scale_shift(moments: list[torch.Tensor], hw: int, num_groups: int, weight: torch.Tensor, bias: torch.Tensor,
-                 eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-    # a few small ops on (B, C) tensors, run as they are: left to torch.compile, they became a generated
-    # kernel that took over a millisecond for 2500 x 256 values
+def scale_shift_ops(moments: list[torch.Tensor], hw: int, num_groups: int, weight: torch.Tensor, bias: torch.Tensor,
+                    eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """What _scale_shift_kernel computes, as PyTorch ops (any number of parts, any device)."""
     mean_c, m2_c = [], []
     for mom in moments:
         mean_t, m2_t = mom[..., 0], mom[..., 1]                     # (B, T, C_part)
@@ -188,6 +224,29 @@ def _scale_shift(moments: list[torch.Tensor], hw: int, num_groups: int, weight: 
         mean_c.append(mean)
     return norm.group_scale_shift(torch.cat(mean_c, 1), torch.cat(m2_c, 1) / hw, num_groups, weight.float(),
                                   bias.float(), eps)
+
+
+def _kernel_takes(moments: list[torch.Tensor]) -> bool:
+    return triton is not None and len(moments) <= 2 and (moments[0].is_cuda or os.environ.get("TRITON_INTERPRET") == "1")
+
+
+@torch.library.custom_op("diffrepro::norm_scale_shift", mutates_args=())
+def _scale_shift(moments: list[torch.Tensor], hw: int, num_groups: int, weight: torch.Tensor, bias: torch.Tensor,
+                 eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    # one kernel for one or two parts. Left to torch.compile, these small ops on (B, C) tensors became a
+    # generated kernel that took over a millisecond for 2500 x 256 values; run one by one, some twenty launches.
+    if not _kernel_takes(moments):
+        return scale_shift_ops(moments, hw, num_groups, weight, bias, eps)
+    B, C = moments[0].shape[0], sum(m.shape[2] for m in moments)
+    cg = C // num_groups
+    m1, m2 = moments[0].contiguous(), moments[-1].contiguous()
+    c2, t2 = (m2.shape[2], m2.shape[1]) if len(moments) == 2 else (0, 1)
+    scale, shift = (torch.empty(B, C, device=m1.device, dtype=torch.float32) for _ in range(2))
+    _scale_shift_kernel[(B, num_groups)](
+        m1, m2, weight, bias, scale, shift, m1.shape[2], c2, m1.shape[1], t2, hw, eps, CG=cg,
+        CG_P2=fused_norm._next_pow2(cg), T1_P2=fused_norm._next_pow2(m1.shape[1]), T2_P2=fused_norm._next_pow2(t2),
+        num_warps=1)
+    return scale, shift
 
 
 @_scale_shift.register_fake
