@@ -136,6 +136,20 @@ if triton is not None:
 
 if triton is not None:
     @triton.jit
+    def _part_channel_stats(Mom, b, cp, valid, Cp, T, hw, T_P2: tl.constexpr):
+        """Mean and variance over a sample's hw pixels of each channel cp of one part (moments (B, T, Cp, 2)
+        over T blocks of hw / T pixels: law of total variance), and where cp is one of the part's channels."""
+        inside = valid & (cp >= 0) & (cp < Cp)
+        t = tl.arange(0, T_P2)[:, None]
+        m = inside[None, :] & (t < T)
+        at = ((b.to(tl.int64) * T + t) * Cp + cp[None, :]) * 2
+        mean_t = tl.load(Mom + at, mask=m, other=0.0)
+        m2_t = tl.load(Mom + at + 1, mask=m, other=0.0)
+        mean = tl.sum(mean_t, axis=0) / T
+        d = tl.where(m, mean_t - mean[None, :], 0.0)
+        return mean, (tl.sum(m2_t, axis=0) + (hw // T) * tl.sum(d * d, axis=0)) / hw, inside
+
+    @triton.jit
     def _scale_shift_kernel(Mom1, Mom2, Wt, Bs, Scale, Shift, C1, C2, T1, T2, hw, eps,
                             CG: tl.constexpr, CG_P2: tl.constexpr, T1_P2: tl.constexpr, T2_P2: tl.constexpr):
         """One (sample, group): its channels' means and variances from whichever part holds each channel
@@ -144,27 +158,13 @@ if triton is not None:
         b, g = tl.program_id(0), tl.program_id(1)
         c = g * CG + tl.arange(0, CG_P2)
         valid = tl.arange(0, CG_P2) < CG
-        mean_c = tl.zeros((CG_P2,), tl.float32)
-        var_c = tl.zeros((CG_P2,), tl.float32)
-        for part in tl.static_range(2):
-            if part == 0:
-                Mom, Cp, T, cp, T_P2 = Mom1, C1, T1, c, T1_P2
-            else:
-                Mom, Cp, T, cp, T_P2 = Mom2, C2, T2, c - C1, T2_P2
-            inside = valid & (cp >= 0) & (cp < Cp)
-            t = tl.arange(0, T_P2)[:, None]
-            m = inside[None, :] & (t < T)
-            at = ((b.to(tl.int64) * T + t) * Cp + cp[None, :]) * 2
-            mean_t = tl.load(Mom + at, mask=m, other=0.0)
-            m2_t = tl.load(Mom + at + 1, mask=m, other=0.0)
-            mean = tl.sum(mean_t, axis=0) / T
-            d = tl.where(m, mean_t - mean[None, :], 0.0)
-            var = (tl.sum(m2_t, axis=0) + (hw // T) * tl.sum(d * d, axis=0)) / hw
-            mean_c = tl.where(inside, mean, mean_c)
-            var_c = tl.where(inside, var, var_c)
-        mean_g = tl.sum(tl.where(valid, mean_c, 0.0), axis=0) / CG
+        mean1, var1, in1 = _part_channel_stats(Mom1, b, c, valid, C1, T1, hw, T1_P2)
+        mean2, var2, in2 = _part_channel_stats(Mom2, b, c - C1, valid, C2, T2, hw, T2_P2)
+        mean_c = tl.where(in1, mean1, tl.where(in2, mean2, 0.0))
+        var_c = tl.where(in1, var1, tl.where(in2, var2, 0.0))
+        mean_g = tl.sum(mean_c, axis=0) / CG
         dev = tl.where(valid, mean_c - mean_g, 0.0)
-        var_g = (tl.sum(tl.where(valid, var_c, 0.0), axis=0) + tl.sum(dev * dev, axis=0)) / CG
+        var_g = (tl.sum(var_c, axis=0) + tl.sum(dev * dev, axis=0)) / CG
         scale = tl.rsqrt(var_g + eps) * tl.load(Wt + c, mask=valid, other=0.0).to(tl.float32)
         shift = tl.load(Bs + c, mask=valid, other=0.0).to(tl.float32) - mean_g * scale
         out = b.to(tl.int64) * (C1 + C2) + c
