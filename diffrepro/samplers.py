@@ -63,10 +63,6 @@ class SeededNoise:
             self._generators[k] = torch.Generator(self.device).manual_seed(self.seeds[k])
         return self._generators[k]
 
-    @property
-    def generators(self) -> list:
-        return [self.generator(k) for k in range(len(self.seeds))]
-
     def empty(self, shape, dtype=torch.float32) -> torch.Tensor:
         assert shape[0] == len(self.seeds)
         return torch.empty(shape, device=self.device, dtype=dtype)
