@@ -227,7 +227,8 @@ def scale_shift_ops(moments: list[torch.Tensor], hw: int, num_groups: int, weigh
 
 
 def _kernel_takes(moments: list[torch.Tensor]) -> bool:
-    return triton is not None and len(moments) <= 2 and (moments[0].is_cuda or os.environ.get("TRITON_INTERPRET") == "1")
+    on_device = moments[0].is_cuda or os.environ.get("TRITON_INTERPRET") == "1"
+    return triton is not None and len(moments) <= 2 and on_device
 
 
 @torch.library.custom_op("diffrepro::norm_scale_shift", mutates_args=())

@@ -96,7 +96,7 @@ if triton is not None:
 
 def weight_matrix(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """A (C_out, C, 3, 3) weight as the product's (C, columns) matrix: column (ky * 3 + kx) * C_out + o, zero
-    columns after the 9 x C_out. Made outside the op, where torch.compile sees it (a frozen network makes it once)."""
+    columns after the 9 x C_out. Made outside the op, where torch.compile sees it and fuses it with the weight's cast."""
     cout, cin = weight.shape[:2]
     return nnf.pad(weight.permute(1, 2, 3, 0).reshape(cin, 9 * cout), (0, _columns(cout) - 9 * cout)).to(dtype)
 

@@ -192,8 +192,7 @@ def skip_residual(parts: list[torch.Tensor], weight: torch.Tensor, bias: torch.T
     """(residual + conv1x1(torch.cat(parts, 1), weight, bias)) * scale: one fused kernel where
     supported(), else `plain`."""
     if supported(parts, weight):
-        # the weight's matrix is made outside the op, where torch.compile sees it (and a frozen network
-        # computes it once)
+        # the weight's matrix is made outside the op, where torch.compile sees it
         wt = weight.reshape(weight.shape[0], -1).t().to(parts[0].dtype).contiguous()
         return _skip_residual_op(list(parts), wt, bias, residual, scale)
     return plain(parts, weight, bias, residual, scale)
