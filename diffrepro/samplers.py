@@ -260,21 +260,16 @@ def generate_batches(denoiser, shape, seed_batches: Iterable[Sequence[int]], *, 
     pieces between the current batch's network calls: on a GPU the batch's first call then finds them
     ready instead of waiting for a launch per sample (2,500 launches take tens of milliseconds)."""
     run, nfe = _sampler_call(**kw)
+
+    def latents_of(seeds):          # drawn by its finish(), or between calls (step) and then finish()
+        return None if seeds is None else Prefetch(SeededNoise(device, seeds), (len(seeds), *shape), nfe)
+
     batches = iter(seed_batches)
-    seeds = next(batches, None)
-    if seeds is None:
-        return
-    noise = SeededNoise(device, seeds)
-    latents = noise.randn((len(seeds), *shape))
-    while seeds is not None:
-        upcoming = next(batches, None)
-        ahead = None
-        if upcoming is not None:
-            ahead = Prefetch(SeededNoise(device, upcoming), (len(upcoming), *shape), nfe if prefetch else 0)
+    ahead = latents_of(next(batches, None))
+    while ahead is not None:
+        noise, latents = ahead.noise, ahead.finish()
+        ahead = latents_of(next(batches, None))
         yield run(denoiser, latents, noise, ahead.step if ahead is not None and prefetch else None)
-        if ahead is not None:
-            noise, latents = ahead.noise, ahead.finish()
-        seeds = upcoming
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
