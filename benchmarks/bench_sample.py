@@ -39,10 +39,10 @@ def denoiser(args, mode):
         shape = tuple(rec["data_shape"])
     else:
         torch.manual_seed(0)
-        net = build_network(args.preset, channels=3, img_resolution=32)
+        net = build_network(args.preset, channels=args.channels, img_resolution=32)
         with torch.no_grad():      # make the zero-initialised output layer active
             torch.nn.init.xavier_uniform_(net.out_conv.weight, gain=0.2)
-        D, shape = EDMPrecond(net).cuda().eval().requires_grad_(False), (3, 32, 32)
+        D, shape = EDMPrecond(net).cuda().eval().requires_grad_(False), (args.channels, 32, 32)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = mode == "fast"
     if mode == "fast":
         set_tuning(args.tune)
@@ -101,7 +101,7 @@ def speed(args):
     with Timer() as t:
         x = run(args.num)
     streams = f"-streams{args.streams}" if args.streams > 1 else ""
-    write_result(args.out, f"sample-{args.preset}-{args.mode}{fast_variant(args)}{streams}-n{args.num}-b{args.batch}", {
+    write_result(args.out, f"sample-{args.preset}{'-c%d' % args.channels if args.channels != 3 else ''}-{args.mode}{fast_variant(args)}{streams}-n{args.num}-b{args.batch}", {
         "streams": args.streams,
         "num_samples": args.num, "batch": args.batch, "nfe": 2 * args.steps - 1, "first_batch_s": round(warm.seconds, 1),
         "seconds": round(t.seconds, 1), "img_per_s": round(args.num / t.seconds, 1),
@@ -159,6 +159,7 @@ if __name__ == "__main__":
     ap.add_argument("what", choices=["speed", "compare", "profile", "fid"])
     ap.add_argument("--preset", default="ddpmpp-cifar")
     ap.add_argument("--model", default=None, help="a trained model.pt (default: random weights)")
+    ap.add_argument("--channels", type=int, default=3, help="image channels (1: Fashion-MNIST)")
     ap.add_argument("--num", type=int, default=50000)
     ap.add_argument("--batch", type=int, default=2500)
     ap.add_argument("--steps", type=int, default=18)

@@ -285,19 +285,11 @@ def _empty_like(x):
     return torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
 
 
-_ZEROS: dict = {}
-
-
 def _zeros(B: int, C: int, device: torch.device) -> torch.Tensor:
-    """A (B, C) float32 zero shift, read-only, kept per shape and device: no memset launch on every call (one
-    first met inside a CUDA graph capture is made for that capture alone)."""
-    key = (B, C, str(device))
-    if key not in _ZEROS:
-        zeros = torch.zeros(B, C, device=device, dtype=torch.float32)
-        if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
-            return zeros
-        _ZEROS[key] = zeros
-    return _ZEROS[key]
+    """A (B, C) float32 zero shift, made afresh for each call. Not kept between calls: under CUDA graph trees
+    (torch.compile's reduce-overhead mode) a tensor made during a warm-up run and kept past it is an
+    allocation of the graph's memory pool that no output owns, which cudagraph trees refuse."""
+    return torch.zeros(B, C, device=device, dtype=torch.float32)
 
 
 def _forward(x, add, weight, bias, y, mean, rstd, seed, p, eps, silu, moments=None, y_channels=None):
