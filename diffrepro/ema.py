@@ -8,6 +8,7 @@ import copy
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 
 def ema_beta(batch_size: int, nimg_seen: int, halflife_nimg: float, rampup_ratio: float | None = 0.05) -> float:
@@ -26,9 +27,8 @@ class EMA:
     def update(self, net: nn.Module, batch_size: int, nimg_seen: int) -> float:
         """Call after the optimizer step; `nimg_seen` counts images including this batch."""
         beta = ema_beta(batch_size, nimg_seen, self.halflife_nimg, self.rampup_ratio)
-        ema_params = [p for p in self.model.parameters()]
-        net_params = [p.detach() for p in net.parameters()]
-        torch._foreach_lerp_(ema_params, net_params, 1 - beta)
+        # ema += (1 - beta) * (net - ema), for all parameters in a few multi-tensor kernels
+        get_ema_multi_avg_fn(beta)(list(self.model.parameters()), [p.detach() for p in net.parameters()], None)
         for b_ema, b_net in zip(self.model.buffers(), net.buffers()):
             b_ema.copy_(b_net)
         return beta

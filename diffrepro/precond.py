@@ -75,13 +75,16 @@ class Preconditioning(nn.Module):
     def round_sigma(self, sigma):
         return torch.as_tensor(sigma)
 
-    def forward(self, x: torch.Tensor, sigma, class_labels=None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, sigma, class_labels=None, augment_labels=None) -> torch.Tensor:
+        """D(x; sigma). `augment_labels` (B, augment_dim): the augmentation conditioning of EDM's networks, passed
+        to the network when given (a U-Net built with augment_dim > 0)."""
         sigma = _as_sigma(sigma, x)
-        # the dtype the network takes its input in: its own word for it (inference.AutocastNet), else its weights'
+        # the dtype the network takes its input in: its own word for it (fast.AutocastNet), else its weights'
         net_dtype = getattr(self.net, "input_dtype", None) or next(self.net.parameters()).dtype
         x_in = (self.c_in(sigma) * x).to(net_dtype)
-        c_noise = self.c_noise(sigma).flatten().to(torch.float32)
-        F_x = self.net(x_in, c_noise, class_labels)
+        c_noise = self.c_noise(sigma).flatten().to(torch.float32 if net_dtype != torch.float64 else net_dtype)
+        aug = {} if augment_labels is None else {"augment_labels": augment_labels}
+        F_x = self.net(x_in, c_noise, class_labels, **aug)
         return (self.c_skip(sigma) * x + self.c_out(sigma) * F_x.to(sigma.dtype)).to(x.dtype)
 
 

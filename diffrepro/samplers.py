@@ -48,54 +48,20 @@ def sigma_steps(discretization: str, num_steps: int, **kw) -> torch.Tensor:
 
 class SeededNoise:
     """Per-sample generators (EDM's StackedRandomGenerator): sample k gets the same latents and
-    the same stochastic-sampler noise whatever the batch it lands in or the device count.
-
-    A sample's generator is made when its first values are drawn, so a batch's latents can be drawn in
-    pieces (`fill`), e.g. between the network calls of the batch before (`generate_batches`)."""
+    the same stochastic-sampler noise whatever the batch it lands in or the device count."""
 
     def __init__(self, device, seeds: Sequence[int]):
         self.device = torch.device(device)
         self.seeds = [int(s) % (1 << 63) for s in seeds]
-        self._generators: list = [None] * len(self.seeds)
+        self.generators = [torch.Generator(self.device).manual_seed(s) for s in self.seeds]
 
-    def generator(self, k: int) -> torch.Generator:
-        if self._generators[k] is None:
-            self._generators[k] = torch.Generator(self.device).manual_seed(self.seeds[k])
-        return self._generators[k]
-
-    def empty(self, shape, dtype=torch.float32) -> torch.Tensor:
-        assert shape[0] == len(self.seeds)
-        return torch.empty(shape, device=self.device, dtype=dtype)
-
-    def fill(self, out: torch.Tensor, start: int = 0, stop: Optional[int] = None) -> torch.Tensor:
-        """Draw samples start..stop-1 into rows start..stop-1 of `out` (from empty()), each from its own
-        generator: the values randn(shape[1:], generator=g_k) would return, written in place."""
-        for k in range(start, len(self.seeds) if stop is None else stop):
-            torch.randn(out.shape[1:], generator=self.generator(k), out=out[k])
+    def randn(self, shape, dtype=torch.float32) -> torch.Tensor:
+        """Row k holds randn(shape[1:], generator=g_k), written in place."""
+        assert shape[0] == len(self.generators)
+        out = torch.empty(shape, device=self.device, dtype=dtype)
+        for row, g in zip(out, self.generators):
+            torch.randn(shape[1:], generator=g, out=row)
         return out
-
-    def randn(self, shape, dtype=torch.float32):
-        return self.fill(self.empty(shape, dtype))
-
-
-class Prefetch:
-    """A batch's latents drawn in `pieces` pieces, one per call of step(): the next batch's launches are
-    queued between the current batch's network calls, where the GPU has work queued ahead of them, instead
-    of all at once before the batch (thousands of tiny launches the GPU waits on one by one)."""
-
-    def __init__(self, noise: SeededNoise, shape, pieces: int):
-        self.noise, self.latents = noise, noise.empty(shape)
-        self.per_step, self.done = -(-shape[0] // max(pieces, 1)), 0
-
-    def step(self):
-        stop = min(self.done + self.per_step, self.latents.shape[0])
-        self.noise.fill(self.latents, self.done, stop)
-        self.done = stop
-
-    def finish(self) -> torch.Tensor:
-        self.noise.fill(self.latents, self.done)
-        self.done = self.latents.shape[0]
-        return self.latents
 
 
 # ----------------------------------------------------------------------------------------------
@@ -117,12 +83,9 @@ def stochastic_sampler(denoiser: Denoiser, latents: torch.Tensor, sigmas: torch.
                        solver: str = "heun", S_churn: float = 0.0, S_tmin: float = 0.0,
                        S_tmax: float = float("inf"), S_noise: float = 1.0,
                        noise: Optional[SeededNoise] = None, class_labels=None,
-                       return_trajectory: bool = False, dtype=torch.float64,
-                       after_call: Optional[Callable[[], None]] = None) -> SampleResult:
+                       return_trajectory: bool = False, dtype=torch.float64) -> SampleResult:
     """EDM Alg. 2 (sigma(t) = t, s(t) = 1). `latents` are unit-variance; `sigmas` end with 0.
-    With S_churn = 0 it is Alg. 1 (deterministic). Arithmetic in float64 by default.
-    `after_call()`, if given, runs after each network call (generate_batches queues work there)."""
-    after_call = after_call or (lambda: None)
+    With S_churn = 0 it is Alg. 1 (deterministic). Arithmetic in float64 by default."""
     if solver not in ("euler", "heun"):
         raise ValueError(f"unknown solver {solver!r}; choose 'euler' or 'heun'")
     num_steps = len(sigmas) - 1
@@ -139,7 +102,6 @@ def stochastic_sampler(denoiser: Denoiser, latents: torch.Tensor, sigmas: torch.
         else:
             x_hat = x_cur
         denoised = denoiser(x_hat, t_hat, class_labels).to(dtype)         # line 7
-        after_call()
         nfe += 1
         d_cur = (x_hat - denoised) / t_hat
         x_next = x_hat + (t_next - t_hat) * d_cur                         # line 8
@@ -149,7 +111,6 @@ def stochastic_sampler(denoiser: Denoiser, latents: torch.Tensor, sigmas: torch.
             used_sigmas.append(t_hat)
         if solver == "heun" and t_next != 0:                              # lines 9-11
             denoised_next = denoiser(x_next, t_next, class_labels).to(dtype)
-            after_call()
             nfe += 1
             d_prime = (x_next - denoised_next) / t_next
             x_next = x_hat + (t_next - t_hat) * (0.5 * d_cur + 0.5 * d_prime)
@@ -216,8 +177,7 @@ def ode_sampler(denoiser: Denoiser, latents: torch.Tensor, sigmas: torch.Tensor,
 def _sampler_call(sampler: str = "heun", discretization: str = "edm", num_steps: int = 18, sigma_min=0.002,
                   sigma_max=80.0, rho=7.0, S_churn=0.0, S_tmin=0.0, S_tmax=float("inf"), S_noise=1.0,
                   class_labels=None, return_trajectory=False, dtype=torch.float32):
-    """The sampler that `generate` describes as a function of (denoiser, latents, noise, after_call), and
-    its NFE."""
+    """The sampler that `generate` describes as a function of (denoiser, latents, noise), and its NFE."""
     kw = {}
     if discretization == "edm":
         kw = dict(sigma_min=sigma_min, sigma_max=sigma_max, rho=rho)
@@ -233,9 +193,8 @@ def _sampler_call(sampler: str = "heun", discretization: str = "edm", num_steps:
         raise ValueError(f"unknown sampler {sampler!r}; choose 'euler', 'heun' or 'stochastic'")
     nfe = num_steps if common["solver"] == "euler" else 2 * num_steps - 1
 
-    def run(denoiser, latents, noise, after_call=None):
-        return stochastic_sampler(denoiser, latents, sig, noise=noise if sampler == "stochastic" else None,
-                                  after_call=after_call, **common)
+    def run(denoiser, latents, noise):
+        return stochastic_sampler(denoiser, latents, sig, noise=noise if sampler == "stochastic" else None, **common)
     return run, nfe
 
 
@@ -254,22 +213,13 @@ def generate(denoiser, shape, seeds: Sequence[int], *, device="cpu", sampler: st
 
 
 def generate_batches(denoiser, shape, seed_batches: Iterable[Sequence[int]], *, device="cpu",
-                     prefetch: bool = True, **kw) -> Iterator[SampleResult]:
-    """generate(denoiser, shape, seeds, device=device, **kw) for each list of seeds in turn, the same samples
-    (each sample's latents come from its own seed). With `prefetch`, the next batch's latents are drawn in
-    pieces between the current batch's network calls: on a GPU the batch's first call then finds them
-    ready instead of waiting for a launch per sample (2,500 launches take tens of milliseconds)."""
-    run, nfe = _sampler_call(**kw)
-
-    def latents_of(seeds):          # drawn by its finish(), or between calls (step) and then finish()
-        return None if seeds is None else Prefetch(SeededNoise(device, seeds), (len(seeds), *shape), nfe)
-
-    batches = iter(seed_batches)
-    ahead = latents_of(next(batches, None))
-    while ahead is not None:
-        noise, latents = ahead.noise, ahead.finish()
-        ahead = latents_of(next(batches, None))
-        yield run(denoiser, latents, noise, ahead.step if ahead is not None and prefetch else None)
+                     **kw) -> Iterator[SampleResult]:
+    """generate(denoiser, shape, seeds, device=device, **kw) for each list of seeds in turn (each sample's
+    latents come from its own seed, so the samples do not depend on the batching)."""
+    run, _ = _sampler_call(**kw)
+    for seeds in seed_batches:
+        noise = SeededNoise(device, seeds)
+        yield run(denoiser, noise.randn((len(seeds), *shape)), noise)
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:

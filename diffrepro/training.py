@@ -22,9 +22,9 @@ import torch
 
 from . import distributed
 from .ema import EMA
+from .fast import compile_model, make_fast
 from .io import atomic_torch_save
 from .loss import DenoisingLoss
-from .nets import inductor_ops
 from .precond import Preconditioning
 from .seeding import derive_seed, generator
 
@@ -49,9 +49,8 @@ class TrainConfig:
     sigma_bins: int = 16                   # per-sigma-bin loss logging, uniform in ln(sigma)
     sigma_bin_range: tuple = (0.002, 80.0)
     precision: str = "fp32"                # fp32 | bf16 (autocast)
-    compile: bool = False
-    compile_mode: Optional[str] = None     # torch.compile mode, e.g. "reduce-overhead" (CUDA graphs)
-    channels_last: bool = False
+    fast: bool = False                     # the speed paths (diffrepro.fast.make_fast) and torch.compile
+    compile_mode: Optional[str] = None     # with fast: torch.compile's mode, e.g. "reduce-overhead" (CUDA graphs)
 
 
 @dataclass
@@ -79,9 +78,8 @@ class Trainer:
         self.ckpt_dir = None if ckpt_dir is None else Path(ckpt_dir)
         self.progress = progress
         self.on_checkpoint = on_checkpoint
-        if cfg.channels_last and self.data.ndim == 4:
-            self.denoiser.to(memory_format=torch.channels_last)
-            self.data = self.data.contiguous(memory_format=torch.channels_last)
+        if cfg.fast:        # in place, before the EMA copy and data parallelism see the parameters
+            make_fast(self.denoiser)
         if self.device.type == "cuda":
             # fp32 means full fp32 (no TF32) so that it can serve as the reference for the fast path
             torch.backends.cuda.matmul.allow_tf32 = cfg.precision != "fp32"
@@ -93,10 +91,8 @@ class Trainer:
         if cfg.batch_size % self.world:
             raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the number of processes ({self.world})")
         model = distributed.wrap(self.denoiser, self.device) if self.world > 1 else self.denoiser
-        # the module the loss calls: compiled when asked (weights stay shared with self.denoiser)
-        if cfg.compile:
-            inductor_ops.declare()
-        self.model = torch.compile(model, mode=cfg.compile_mode) if cfg.compile else model
+        # the module the loss calls: compiled on the fast path (weights stay shared with self.denoiser)
+        self.model = compile_model(model, cfg.compile_mode) if cfg.fast else model
         fused = self.device.type == "cuda"
         self.opt = torch.optim.Adam(self.denoiser.parameters(), lr=cfg.lr, betas=tuple(cfg.adam_betas),
                                     eps=cfg.adam_eps, fused=fused)

@@ -62,10 +62,8 @@ def main(argv=None):
     spec = find_job(params, "sample", args.eval, args.params).spec
     device = pick_device(args.device)
     D, rec = load_model(args.model, device)
-    fast = device.type == "cuda" and not args.fp32
-    if fast:
-        from diffrepro.inference import make_fast
-        make_fast(D, "bf16", compile=not args.no_compile)
+    from diffrepro.inference import for_sampling
+    D, precision = for_sampling(D, device, fp32=args.fp32, compile=not args.no_compile)
     shape = tuple(rec["data_shape"])
     batch = min(args.batch_size or params["evaluation"].get("sample_batch_size", 256), spec["num_samples"])
     out = Path(args.out)
@@ -79,7 +77,7 @@ def main(argv=None):
         save_scatter(out / "grid.png", samples, title=args.eval.split("__")[0])
     atomic_write_json(out / "sample_info.json", {"eval": args.eval, "nfe": nfe, "num_samples": len(samples),
                                                  "sampling": spec["sampling"], "wall_time_s": wall,
-                                                 "precision": ("bf16" + ("" if args.no_compile else "+compile")) if fast else "fp32",
+                                                 "precision": precision,
                                                  **environment(device)})
     atomic_save_npy(out / "samples.npy", samples)
 

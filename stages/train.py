@@ -24,8 +24,8 @@ def train_config(training: dict, seed: int, fp32: bool):
 
     names = {f.name for f in fields(TrainConfig)}
     kw = {k: v for k, v in training.items() if k in names}
-    if fp32:  # debugging fallback: plain fp32, no compilation
-        kw.update(precision="fp32", compile=False, channels_last=False)
+    if fp32:  # debugging fallback: plain fp32, the plain network, no compilation
+        kw.update(precision="fp32", fast=False)
     return TrainConfig(seed=seed, **kw)
 
 

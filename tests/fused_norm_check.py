@@ -11,7 +11,8 @@ import sys
 import torch
 import torch.nn.functional as nnf
 
-from diffrepro.nets import fused_norm, norm
+from diffrepro import fast
+from diffrepro.fast import fused_norm, norm
 from diffrepro.nets.unet import SongUNet
 
 # (B, C, H, W, groups): channels per group 4, 8, 3 (padded to 4), 16; pixels a power of two or not,
@@ -69,28 +70,37 @@ def mask_case(device, p=0.3):
 
 
 def unet_case(device):
-    """A small U-Net, fused vs plain (DIFFREPRO_FUSED_NORM=0): output and a parameter gradient."""
-    import os
+    """A small U-Net, fast (fused norm, float32) against the plain network in float64: output and parameter
+    gradients; then the same fast network traced by torch.compile in one graph (no break at the kernels)."""
+    import copy
     torch.manual_seed(0)
-    net = SongUNet(img_resolution=8, in_channels=3, model_channels=16, channel_mult=(1, 2), num_blocks=1,
-                   attn_resolutions=(4,), dropout=0.0).to(device).to(memory_format=torch.channels_last)
-    x = torch.randn(2, 3, 8, 8, device=device).to(memory_format=torch.channels_last)
-    sigma = torch.rand(2, device=device)
-    result, calls = {}, []
-    fused = fused_norm.group_norm_act
-    norm.fused_norm.group_norm_act = lambda *a, **k: calls.append(1) or fused(*a, **k)
-    for flag in ("1", "0"):
-        os.environ["DIFFREPRO_FUSED_NORM"] = flag
-        net.zero_grad()
-        y = net(x, sigma)
+    plain = SongUNet(img_resolution=8, in_channels=3, model_channels=16, channel_mult=(1, 2), num_blocks=1,
+                     attn_resolutions=(4,), dropout=0.0)
+    with torch.no_grad():
+        for p in plain.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    net = fast.make_fast(copy.deepcopy(plain).to(device))
+    plain = plain.double()
+    x, sigma = torch.randn(2, 3, 8, 8), torch.rand(2)
+    calls = []
+    kernel = fused_norm.group_norm_act
+    norm.fused_norm.group_norm_act = lambda *a, **k: calls.append(1) or kernel(*a, **k)
+    result = {}
+    for name, model, dtype in (("fast", net, torch.float32), ("plain", plain, torch.float64)):
+        y = model(x.to(device, dtype), sigma.to(device, dtype))
         y.square().sum().backward()
-        result[flag] = (y.detach(), net.enc["8x8_block0"].norm1.weight.grad.clone(),
-                        net.dec["8x8_block1"].norm0.weight.grad.clone(), net.dec["8x8_block1"].conv0.bias.grad.clone())
-    norm.fused_norm.group_norm_act = fused
-    norms = sum(isinstance(m, norm.GroupNorm) for m in net.modules())
-    return {"fused_calls": len(calls), "norm_layers_x2": 2 * norms, "y": rel(result["1"][0], result["0"][0]),
-            "dnorm1_weight": rel(result["1"][1], result["0"][1]), "ddec_norm0_weight": rel(result["1"][2], result["0"][2]),
-            "ddec_conv0_bias": rel(result["1"][3], result["0"][3])}
+        result[name] = [y.detach().cpu()] + [m.weight.grad.cpu() for m in (
+            model.enc["8x8_block0"].norm1, model.dec["8x8_block1"].norm0, model.dec["4x4_in0"].norm2, model.out_norm)] + [
+            model.dec["8x8_block1"].conv0.bias.grad.cpu()]
+    norm.fused_norm.group_norm_act = kernel
+    names = ["y", "dnorm1_weight", "ddec_norm0_weight", "dnorm2_weight", "dout_norm_weight", "ddec_conv0_bias"]
+    out = {"fused_calls": len(calls), "norm_layers": sum(isinstance(m, torch.nn.GroupNorm) for m in net.modules()),
+           **{n: rel(a, b) for n, a, b in zip(names, result["fast"], result["plain"])}}
+    with torch.no_grad():
+        xd, sd = x.to(device), sigma.to(device)
+        traced = torch.compile(net, backend="eager", fullgraph=True)(xd, sd)
+        out["traced"] = rel(traced.cpu(), net(xd, sd).cpu())
+    return out
 
 
 # DDPM++'s group size (8 channels) at 32x32 and 8x8: programs of 32 channels walking 4 tiles (8 with
@@ -119,7 +129,7 @@ def launch_kinds(shape):
 
 def main():
     device = "cuda" if "--cuda" in sys.argv else "cpu"
-    results = {"supported_cpu_interpreter": fused_norm.supported(torch.zeros(1, 4, 2, 2), 2)}
+    results = {"supported_cpu_interpreter": fused_norm.supported(torch.zeros(1, 4, 2, 2).to(memory_format=torch.channels_last), 2)}
     for name in LAYOUTS:
         defaults = layout(name)
         for shape in SHAPES:

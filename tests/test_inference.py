@@ -1,51 +1,36 @@
-"""The fast sampling path's set-up (diffrepro.inference) against the network it wraps."""
-import copy
-import math
-
+"""The denoiser the samplers call (diffrepro.inference.for_sampling): the fast path only on a GPU, and never
+when asked for fp32 or when DIFFREPRO_FAST=0."""
 import torch
 
-from diffrepro.inference import AutocastNet, make_fast, store_matrix_weights
-from diffrepro.nets.unet import SongUNet
+from diffrepro.inference import for_sampling
+from diffrepro.nets import build_network
+from diffrepro.nets.unet import UNetBlock
 from diffrepro.precond import EDMPrecond
 
 
-def _denoiser():
-    torch.manual_seed(0)
-    net = SongUNet(img_resolution=8, in_channels=3, model_channels=16, channel_mult=(1, 2), num_blocks=1,
-                   attn_resolutions=(4,), dropout=0.0)
-    for m in net.modules():             # non-zero outputs everywhere (zero-initialised layers made active)
-        if isinstance(m, torch.nn.Conv2d):
-            torch.nn.init.normal_(m.weight, std=1 / math.sqrt(m.weight[0].numel()))
-    return EDMPrecond(net).eval()
+def _plain_blocks(D):
+    return all(type(m) is UNetBlock for m in D.modules() if isinstance(m, UNetBlock))
 
 
-def test_weights_stored_in_the_autocast_dtype_give_the_same_output():
-    """Autocast rounds every convolution and linear weight to bf16 on each call; stored rounded (make_fast),
-    the network computes the same values bit for bit. The upsampling block's conv0, whose taps are summed
-    before the rounding, stays float32; biases and norms too."""
-    D = _denoiser()
-    ref = copy.deepcopy(D)
-    ref.net = AutocastNet(ref.net.to(memory_format=torch.channels_last), torch.bfloat16)   # weights float32
-    make_fast(D, "bf16", compile=False)
-    x, sigma = torch.randn(3, 3, 8, 8) * 5, torch.tensor([0.1, 2.0, 40.0])
-    with torch.no_grad():
-        assert torch.equal(D(x, sigma), ref(x, sigma))
-    dtypes = {name: p.dtype for name, p in D.net.named_parameters()}
-    up = [n for n in dtypes if ".dec." in f".{n}" and "_up.conv0.weight" in n]
-    assert up and all(dtypes[n] == torch.float32 for n in up)
-    assert dtypes["net.map_layer0.weight"] == dtypes["net.enc.8x8_block0.conv0.weight"] == torch.bfloat16
-    assert all(dtypes[n] == torch.float32 for n in dtypes if n.endswith(".bias") or "norm" in n)
+def test_cpu_and_fp32_sample_with_the_model_as_it_is(monkeypatch):
+    D = EDMPrecond(build_network("tiny", channels=1, img_resolution=8)).eval()
+    net = D.net
+    assert for_sampling(D, "cpu") == (D, "fp32") and D.net is net and _plain_blocks(D)
+    assert for_sampling(D, "cuda", fp32=True) == (D, "fp32") and D.net is net and _plain_blocks(D)
+    monkeypatch.setenv("DIFFREPRO_FAST", "0")
+    assert for_sampling(D, "cuda") == (D, "fp32") and D.net is net and _plain_blocks(D)
 
 
-def test_summed_weights_rounded_first_would_differ():
-    """The check above can fail: rounding the upsampling convolution's weight too changes the output."""
-    D = _denoiser()
-    ref = copy.deepcopy(D)
-    make_fast(ref, "bf16", compile=False)
-    make_fast(D, "bf16", compile=False)
-    for m in D.net.modules():
-        m.weight_summed = False
-    store_matrix_weights(D.net, torch.bfloat16)
-    x, sigma = torch.randn(3, 3, 8, 8) * 5, torch.tensor([0.1, 2.0, 40.0])
-    with torch.no_grad():
-        assert not torch.equal(D(x, sigma), ref(x, sigma))
+def test_gpu_samples_through_the_fast_path(monkeypatch):
+    """On a GPU (here: the decision alone, without compiling) the raw network is swapped and wrapped in bf16
+    autocast, inside the same preconditioning."""
+    import diffrepro.fast as fast
+    calls = []
+    monkeypatch.setattr(fast, "compile_model", lambda m, mode=None: calls.append(mode) or m)
+    D = EDMPrecond(build_network("tiny", channels=1, img_resolution=8)).eval()
+    out, what = for_sampling(D, torch.device("cuda"), compile_mode="max-autotune-no-cudagraphs")
+    assert out is D and what == "bf16+fast+compile" and calls == ["max-autotune-no-cudagraphs"]
+    assert isinstance(D.net, fast.AutocastNet) and not _plain_blocks(D)
+    assert for_sampling(EDMPrecond(build_network("tiny", channels=1, img_resolution=8)), "cuda",
+                        compile=False)[1] == "bf16+fast"
+    assert calls == ["max-autotune-no-cudagraphs"]

@@ -48,149 +48,69 @@ def test_mlp_presets_and_denoiser_wrapping():
         build_network("resnet-9000")
 
 
-@pytest.mark.parametrize("groups,channels", [(8, 32), (4, 64), (1, 4)])
-def test_channels_last_group_norm_equals_torch_in_float64(groups, channels):
-    """The per-channel-moments group norm (used for channels-last tensors) is exact: values and
-    gradients match F.group_norm in float64 to rounding."""
-    from diffrepro.nets.norm import GroupNorm
-    torch.manual_seed(0)
-    norm = GroupNorm(groups, channels, eps=1e-6).double()
+def test_checkpoints_from_before_the_rewrite_load_and_compute_the_same():
+    """A `tiny` U-Net's state dict, input and output saved by the network as it was before it was rewritten to
+    read like EDM's (tests/data/make_unet_fixture.py): the same keys load strictly into today's network and
+    give the same output, to float32 rounding."""
+    from pathlib import Path
+    saved = torch.load(Path(__file__).parent / "data" / "unet_tiny_129ecb4.pt")
+    net = build_network("tiny", channels=3, img_resolution=16, label_dim=10).eval()
+    net.load_state_dict({k: v.float() for k, v in saved["state_dict"].items()})
     with torch.no_grad():
-        norm.weight.normal_()
-        norm.bias.normal_()
-    x = (3 + 2 * torch.randn(5, channels, 6, 7, dtype=torch.float64)).contiguous(memory_format=torch.channels_last)
-    x_ref = x.detach().contiguous().requires_grad_()
-    x = x.detach().requires_grad_()
-    y, y_ref = norm(x), torch.nn.functional.group_norm(x_ref, groups, norm.weight, norm.bias, 1e-6)
-    assert y.is_contiguous(memory_format=torch.channels_last)
-    torch.testing.assert_close(y, y_ref, rtol=1e-12, atol=1e-12)
-    g = torch.randn_like(y_ref)
-    grads = torch.autograd.grad(y, (x, norm.weight, norm.bias), g)
-    grads_ref = torch.autograd.grad(y_ref, (x_ref, norm.weight, norm.bias), g)
-    for a, b in zip(grads, grads_ref):
-        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+        y = net(saved["x"], saved["noise_labels"], saved["class_labels"])
+    ref = saved["output"]
+    assert ref.std() > 0.1                              # an active network, not the zero-initialised output
+    torch.testing.assert_close(y, ref, rtol=0, atol=1e-5 * ref.abs().max().item())
+    with torch.no_grad():                               # and it is not a coincidence: other labels, other output
+        other = net(saved["x"], saved["noise_labels"], saved["class_labels"].flip(0))
+    assert (other - ref).abs().max() > 1e-2
 
 
-def test_unet_channels_last_matches_contiguous():
-    """The fast paths run the U-Net channels-last (group norm and attention then avoid layout copies);
-    outputs and gradients must equal the plain layout's to float32 rounding."""
-    import copy
+def test_augmentation_conditioning_as_in_edm():
+    """augment_dim > 0 adds map_augment (no bias) to the noise embedding: zero augmentation labels give the
+    output of no labels, others change it; the preconditioning passes them through; a network built without it
+    refuses them, and a network with it keeps every other key (checkpoints without it still load)."""
+    from diffrepro.precond import EDMPrecond
     torch.manual_seed(0)
-    net = build_network("small", channels=3, img_resolution=16, dropout=0.0)
+    net = build_network("tiny", channels=1, img_resolution=8, augment_dim=9)
     with torch.no_grad():
         for p in net.parameters():
-            p.add_(0.1 * torch.randn_like(p))
-    net_cl = copy.deepcopy(net).to(memory_format=torch.channels_last)
-    x, sigma = torch.randn(4, 3, 16, 16), torch.rand(4)
-    x_cl = x.contiguous(memory_format=torch.channels_last).requires_grad_()
-    x = x.requires_grad_()
-    y, y_cl = net(x, sigma), net_cl(x_cl, sigma)
-    assert y_cl.is_contiguous(memory_format=torch.channels_last)
-    torch.testing.assert_close(y_cl, y, rtol=1e-4, atol=1e-4 * y.abs().max().item())
-    y.square().sum().backward()
-    y_cl.square().sum().backward()
-    torch.testing.assert_close(x_cl.grad, x.grad, rtol=1e-4, atol=1e-4 * x.grad.abs().max().item())
-    for (name, p), p_cl in zip(net.named_parameters(), net_cl.parameters()):
-        torch.testing.assert_close(p_cl.grad, p.grad, rtol=1e-4, atol=1e-4 * p.grad.abs().max().item() + 1e-12,
-                                   msg=lambda m: f"{name}: {m}")
-
-
-def test_channels_last_upsampling_equals_interpolate():
-    from diffrepro.nets.unet import _upsample2x
-    x = torch.randn(2, 5, 3, 4)
-    x_cl = x.contiguous(memory_format=torch.channels_last).requires_grad_()
-    y = _upsample2x(x_cl)
-    assert y.is_contiguous(memory_format=torch.channels_last)
-    assert torch.equal(y, torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest"))
-    (y * torch.arange(y.numel()).reshape(y.shape)).sum().backward()
-    x_ref = x.clone().requires_grad_()
-    up = torch.nn.functional.interpolate(x_ref, scale_factor=2, mode="nearest")
-    (up * torch.arange(up.numel()).reshape(up.shape)).sum().backward()
-    assert torch.equal(x_cl.grad, x_ref.grad)
-
-
-@pytest.mark.parametrize("cin,cout,k", [(6, 10, 1), (3, 8, 3), (1, 5, 3), (16, 4, 3)])
-def test_matrix_product_convolutions_equal_conv2d_in_float64(cin, cout, k, monkeypatch):
-    """Channels-last 1x1 convolutions (one matrix product) and 3x3 convolutions of few input channels
-    (im2col, padded columns) give F.conv2d's values and gradients; others take F.conv2d itself."""
-    from diffrepro.nets import conv
-    torch.manual_seed(0)
-    x = torch.randn(2, cin, 5, 7, dtype=torch.float64)
-    w, b = torch.randn(cout, cin, k, k, dtype=torch.float64), torch.randn(cout, dtype=torch.float64)
-    params = [t.clone().requires_grad_() for t in (x, w, b)]
-    x_cl = params[0].contiguous(memory_format=torch.channels_last)
-    taken = []
-    real_conv2d = torch.nn.functional.conv2d
-    monkeypatch.setattr(conv.nnf, "conv2d", lambda *a, **kw: taken.append("conv2d") or real_conv2d(*a, **kw))
-    y = conv.conv2d(x_cl, params[1], params[2], padding=k // 2)
-    monkeypatch.undo()
-    expect_mm = cin > 1 and (k == 1 or cin * k * k <= conv.IM2COL_MAX_COLUMNS)   # 1 channel: both layouts coincide
-    assert taken == ([] if expect_mm else ["conv2d"])
-    assert y.is_contiguous(memory_format=torch.channels_last) or not expect_mm
-    ref_params = [t.clone().requires_grad_() for t in (x, w, b)]
-    ref = real_conv2d(*ref_params, padding=k // 2)
-    torch.testing.assert_close(y, ref, rtol=1e-12, atol=1e-12)
-    g = torch.randn_like(ref)
-    y.backward(g)
-    ref.backward(g)
-    for p, q in zip(params, ref_params):
-        torch.testing.assert_close(p.grad, q.grad, rtol=1e-12, atol=1e-12)
-
-
-def test_matrix_product_conv2d_refuses_what_it_does_not_compute():
-    from diffrepro.nets.conv import Conv2d
-    Conv2d(4, 8, 3, padding=1)
-    for kwargs in (dict(stride=2, padding=1), dict(padding=0), dict(groups=2, padding=1), dict(dilation=2, padding=1)):
-        with pytest.raises(ValueError, match="stride 1"):
-            Conv2d(4, 8, 3, **kwargs)
-
-
-@pytest.mark.parametrize("channels_last", [False, True])
-def test_upsampling_block_equals_its_definition_in_float64(channels_last):
-    """An upsampling block applies its 1x1 skip convolution before the nearest upsampling instead of
-    after (the two commute), and when sampling channels-last its conv0 as four 2x2 convolutions of the
-    input (conv.upsampled_conv3x3); its output and gradients must equal the block written as defined."""
-    import torch.nn.functional as F
-    from diffrepro.nets.unet import UNetBlock
-    torch.manual_seed(0)
-    block = UNetBlock(8, 12, emb_channels=16, up=True).double()
+            p.add_(0.05 * torch.randn_like(p))
+    assert net.map_augment.weight.shape == (16, 9) and net.map_augment.bias is None
+    D = EDMPrecond(net)
+    x, sigma = torch.randn(3, 1, 8, 8), torch.tensor([0.1, 1.0, 10.0])
     with torch.no_grad():
-        for p in block.parameters():
-            p.add_(0.1 * torch.randn_like(p))
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    x = torch.randn(3, 8, 5, 6, dtype=torch.float64).contiguous(memory_format=fmt).requires_grad_()
-    emb = torch.randn(3, 16, dtype=torch.float64)
-
-    def defined(x):
-        up = lambda t: F.interpolate(t, scale_factor=2, mode="nearest")   # noqa: E731
-        h = block.conv0(up(F.silu(block.norm0(x))))
-        h = block.conv1(F.silu(block.norm1(h + block.affine(emb)[:, :, None, None])))
-        return (h + block.skip(up(x))) * block.skip_scale
-
-    y, ref = block(x, emb), defined(x)
-    assert y.shape == (3, 12, 10, 12)
-    torch.testing.assert_close(y, ref, rtol=1e-12, atol=1e-12)
-    with torch.no_grad():       # without gradients, channels-last: conv0 reads the input unupsampled
-        torch.testing.assert_close(block(x, emb), ref, rtol=1e-12, atol=1e-12)
-    g = torch.randn_like(y)
-    gx, *gp = torch.autograd.grad(y, [x, *block.parameters()], g)
-    gx_ref, *gp_ref = torch.autograd.grad(ref, [x, *block.parameters()], g)
-    torch.testing.assert_close(gx, gx_ref, rtol=1e-12, atol=1e-12)
-    for a, b in zip(gp, gp_ref):
-        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+        none, zero = D(x, sigma), D(x, sigma, augment_labels=torch.zeros(3, 9))
+        some = D(x, sigma, augment_labels=torch.eye(9)[:3])
+    torch.testing.assert_close(zero, none, rtol=0, atol=0)
+    assert (some - none).abs().amax(dim=(1, 2, 3)).min() > 1e-4
+    plain = build_network("tiny", channels=1, img_resolution=8)
+    assert set(net.state_dict()) - set(plain.state_dict()) == {"map_augment.weight"}
+    with pytest.raises(ValueError, match="augment_dim=0"):
+        EDMPrecond(plain)(x, sigma, augment_labels=torch.zeros(3, 9))
 
 
-@pytest.mark.parametrize("size", [(4, 7), (1, 1), (5, 5)])
-def test_upsampled_conv_equals_conv_of_upsampled_input_in_float64(size):
-    """conv.upsampled_conv3x3 gives F.conv2d of the nearest-upsampled input, both layouts, with and without bias."""
-    import torch.nn.functional as F
-    from diffrepro.nets.conv import upsampled_conv3x3
+def test_plain_network_imports_no_speed_code():
+    """The network reads like the paper: nothing under diffrepro/nets imports the speed package or a kernel."""
+    import ast
+    from pathlib import Path
+    import diffrepro.nets
+    for f in Path(diffrepro.nets.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = [a.name for a in node.names] + [getattr(node, "module", None) or ""]
+                assert not any("fast" in n or "triton" in n for n in names), (f.name, names)
+
+
+def test_unet_in_float64_matches_float32():
+    """The whole network runs in float64 (the reference the fast paths are checked against)."""
     torch.manual_seed(0)
-    w, b = torch.randn(6, 5, 3, 3, dtype=torch.float64), torch.randn(6, dtype=torch.float64)
-    for fmt in (torch.contiguous_format, torch.channels_last):
-        x = torch.randn(2, 5, *size, dtype=torch.float64).contiguous(memory_format=fmt)
-        up = F.interpolate(x, scale_factor=2, mode="nearest")
-        for bias in (None, b):
-            y = upsampled_conv3x3(x, w, bias)
-            torch.testing.assert_close(y, F.conv2d(up, w, bias, padding=1), rtol=1e-12, atol=1e-12)
-            assert y.is_contiguous(memory_format=fmt) or x.is_contiguous()     # 1x1: both layouts at once
+    net = build_network("tiny", channels=3, img_resolution=8)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    x, c = torch.randn(2, 3, 8, 8), torch.randn(2)
+    with torch.no_grad():
+        y32, y64 = net(x, c), net.double()(x.double(), c.double())
+    assert y64.dtype == torch.float64
+    torch.testing.assert_close(y32.double(), y64, rtol=0, atol=1e-5 * y64.abs().max().item())

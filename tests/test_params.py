@@ -41,12 +41,12 @@ def test_errors_name_the_offending_key(params, edit, needle):
     assert needle in str(exc.value)
 
 
-def test_compile_mode_reaches_the_trainer_and_fp32_turns_compilation_off():
+def test_fast_and_compile_mode_reach_the_trainer_and_fp32_turns_them_off():
     from stages.train import train_config
-    cfg = train_config({"steps": 10, "compile": True, "compile_mode": "reduce-overhead", "channels_last": True}, 0, False)
-    assert (cfg.compile, cfg.compile_mode, cfg.channels_last) == (True, "reduce-overhead", True)
-    cfg = train_config({"steps": 10, "compile": True, "compile_mode": "reduce-overhead", "precision": "bf16"}, 0, True)
-    assert (cfg.compile, cfg.channels_last, cfg.precision) == (False, False, "fp32")
+    cfg = train_config({"steps": 10, "fast": True, "compile_mode": "reduce-overhead", "precision": "bf16"}, 0, False)
+    assert (cfg.fast, cfg.compile_mode, cfg.precision) == (True, "reduce-overhead", "bf16")
+    cfg = train_config({"steps": 10, "fast": True, "compile_mode": "reduce-overhead", "precision": "bf16"}, 0, True)
+    assert (cfg.fast, cfg.precision) == (False, "fp32")
 
 
 def test_keys_change_only_for_jobs_whose_parameters_change(params):

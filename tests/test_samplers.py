@@ -9,7 +9,7 @@ from torch import nn
 
 from diffrepro.ideal import IdealDenoiser, gaussian_denoiser
 from diffrepro.precond import VPPrecond
-from diffrepro.samplers import (Prefetch, SeededNoise, edm_sigma_steps, generate, generate_batches, ode_sampler,
+from diffrepro.samplers import (SeededNoise, edm_sigma_steps, generate, generate_batches, ode_sampler,
                                 sigma_steps, stochastic_sampler, ve_sigma_steps, vp_sigma_steps)
 
 MU = torch.tensor([0.3, -0.2], dtype=torch.float64)
@@ -113,12 +113,14 @@ def test_samples_do_not_depend_on_batching():
     whole = generate(D, (2,), list(range(8)), **kw).samples
     parts = torch.cat([generate(D, (2,), list(range(0, 3)), **kw).samples,
                        generate(D, (2,), list(range(3, 8)), **kw).samples])
-    assert torch.equal(whole, parts)
+    # the noise is the same bit for bit; the ideal denoiser's matrix products may round differently at another
+    # batch size (about 1 run in 100 of this test differed by 1e-17)
+    torch.testing.assert_close(whole, parts, rtol=0, atol=1e-12)
 
 
 def test_seeded_noise_draws_each_sample_from_its_own_generator():
     """Latents and later draws (the stochastic sampler's noise) are randn from a generator seeded with the
-    sample's seed, whether drawn at once, in pieces, or in another batch."""
+    sample's seed, whatever the batch."""
     seeds = [3, 17, 2 ** 40, 5]
     noise = SeededNoise("cpu", seeds)
     first, second = noise.randn((4, 2, 3)), noise.randn((4, 2, 3))
@@ -126,17 +128,12 @@ def test_seeded_noise_draws_each_sample_from_its_own_generator():
         g = torch.Generator().manual_seed(s)
         assert torch.equal(first[k], torch.randn(2, 3, generator=g))
         assert torch.equal(second[k], torch.randn(2, 3, generator=g))
-    pieces = SeededNoise("cpu", seeds)
-    out = pieces.empty((4, 2, 3))
-    pieces.fill(out, 2, 4)
-    pieces.fill(out, 0, 2)
-    assert torch.equal(out, first)
     assert torch.equal(SeededNoise("cpu", seeds[1:3]).randn((2, 2, 3)), first[1:3])
+    assert SeededNoise("cpu", seeds).randn((4, 2), dtype=torch.float64).dtype == torch.float64
 
 
 def test_generate_batches_equals_generate_per_batch():
-    """Prefetching the next batch's latents between network calls changes nothing: the same samples as one
-    generate() per batch, for the deterministic and the stochastic sampler; the pieces are drawn between calls."""
+    """The same samples as one generate() per batch, for the deterministic and the stochastic sampler."""
     pts = torch.randn(10, 2, dtype=torch.float64)
     calls = []
 
@@ -147,44 +144,11 @@ def test_generate_batches_equals_generate_per_batch():
     batches = [list(range(0, 5)), list(range(5, 10)), list(range(10, 13))]
     for kw in (dict(sampler="heun", num_steps=6), dict(sampler="stochastic", S_churn=10, num_steps=6)):
         each = [generate(D, (2,), seeds, dtype=torch.float64, **kw).samples for seeds in batches]
-        for prefetch in (True, False):
-            calls.clear()
-            got = [r.samples for r in generate_batches(D, (2,), iter(batches), prefetch=prefetch,
-                                                       dtype=torch.float64, **kw)]
-            assert len(got) == 3 and all(torch.equal(a, b) for a, b in zip(got, each)), (kw, prefetch)
-            assert calls == [5] * 11 + [5] * 11 + [3] * 11
+        calls.clear()
+        got = [r.samples for r in generate_batches(D, (2,), iter(batches), dtype=torch.float64, **kw)]
+        assert len(got) == 3 and all(torch.equal(a, b) for a, b in zip(got, each)), kw
+        assert calls == [5] * 11 + [5] * 11 + [3] * 11
     assert list(generate_batches(D, (2,), [])) == []
-
-
-def test_prefetch_draws_a_batch_in_pieces_between_calls():
-    noise = SeededNoise("cpu", list(range(7)))
-    ahead = Prefetch(noise, (7, 4), pieces=3)
-    rows = []
-    for _ in range(3):
-        ahead.step()
-        rows.append(ahead.done)
-    assert rows == [3, 6, 7]
-    assert torch.equal(ahead.finish(), SeededNoise("cpu", list(range(7))).randn((7, 4)))
-
-
-def test_generate_batches_draws_the_next_latents_between_network_calls(monkeypatch):
-    calls, fills = [], []
-    real_fill = SeededNoise.fill
-
-    def fill(self, out, start=0, stop=None):
-        fills.append((self.seeds[0], start, len(self.seeds) if stop is None else stop, len(calls)))
-        return real_fill(self, out, start, stop)
-
-    monkeypatch.setattr(SeededNoise, "fill", fill)
-
-    def D(x, sigma, labels=None):
-        calls.append(len(x))
-        return torch.zeros_like(x)
-
-    list(generate_batches(D, (2,), [list(range(0, 8)), list(range(8, 16))], num_steps=3))   # heun: 5 calls
-    second = [(a, b, n) for s, a, b, n in fills if s == 8 and b > a]
-    # 8 latents over 5 calls: 2 after each of the first four calls (none drawn before the first call)
-    assert second == [(0, 2, 1), (2, 4, 2), (4, 6, 3), (6, 8, 4)]
 
 
 @pytest.mark.gpu

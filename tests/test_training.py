@@ -76,24 +76,32 @@ def test_batches_walk_seeded_epoch_permutations():
         assert not torch.equal(stream[:10], stream[10:20])  # the epochs are shuffled differently
 
 
-def test_channels_last_training_follows_the_plain_layout():
-    """The fast path's channels-last layout changes kernels, not math: the same run (no dropout, whose
-    masks follow memory order) gives the same losses to float32 rounding, and weights that differ by a
-    tiny fraction of how far training moved them (Adam's first steps are sign-like, so single weights
-    with near-zero gradients may differ by up to one step)."""
+def test_fast_training_follows_the_plain_network(monkeypatch):
+    """`fast: true` swaps the speed paths into the trainer's network (compilation left out here: its own tests
+    run on a GPU, tests/test_gpu.py). They change kernels, not math: the same run (no dropout, whose masks
+    follow memory order) gives the same losses to float32 rounding, and weights that differ by a tiny fraction
+    of how far training moved them (Adam's first steps are sign-like, so single weights with near-zero
+    gradients may differ by up to one step); the checkpoint keys are the plain network's."""
+    import diffrepro.training as training
+    compiled = []
+    monkeypatch.setattr(training, "compile_model", lambda m, mode=None: compiled.append(mode) or m)
     data = torch.rand(64, 3, 8, 8) * 2 - 1
     runs = []
-    for channels_last in (False, True):
-        tr = _trainer(data, "small", net=dict(dropout=0.0), steps=5, batch_size=16, ckpt=5, log=1,
-                      channels_last=channels_last)
+    for fast in (False, True):
+        tr = _trainer(data, "small", net=dict(dropout=0.0), steps=5, batch_size=16, ckpt=5, log=1, fast=fast,
+                      compile_mode="reduce-overhead" if fast else None)
         start = torch.cat([p.detach().flatten() for p in tr.denoiser.parameters()])
         loss = [tr.step().item() for _ in range(5)]
-        runs.append((loss, start, torch.cat([p.detach().flatten() for p in tr.denoiser.parameters()])))
-    (loss, start, end), (loss_cl, start_cl, end_cl) = runs
-    assert torch.equal(start, start_cl)
-    assert loss_cl == pytest.approx(loss, rel=1e-4)
+        runs.append((loss, start, torch.cat([p.detach().flatten() for p in tr.denoiser.parameters()]), tr))
+    (loss, start, end, plain), (loss_f, start_f, end_f, tr) = runs
+    assert compiled == ["reduce-overhead"]
+    assert type(tr.denoiser.net).__name__ == "FastSongUNet" and type(plain.denoiser.net).__name__ == "SongUNet"
+    assert list(tr.state_dict()["net"]) == list(plain.state_dict()["net"])
+    assert list(tr.ema.state_dict()) == list(plain.ema.state_dict())
+    assert torch.equal(start, start_f)
+    assert loss_f == pytest.approx(loss, rel=1e-4)
     moved = (end - start).norm()
-    assert (end_cl - end).norm() < 1e-3 * moved, ((end_cl - end).norm(), moved)
+    assert (end_f - end).norm() < 1e-3 * moved, ((end_f - end).norm(), moved)
 
 
 def test_resume_equals_uninterrupted(tmp_path):

@@ -8,18 +8,20 @@ from torch import nn
 
 
 class PositionalEmbedding(nn.Module):
-    """Transformer-style sinusoidal embedding of a scalar (EDM networks.py, endpoint=True)."""
+    """Transformer-style sinusoidal embedding of a scalar (EDM networks.py, endpoint=True), in float32
+    (float64 for a float64 input)."""
 
     def __init__(self, num_channels: int, max_positions: int = 10000, endpoint: bool = True):
         super().__init__()
         self.num_channels, self.max_positions, self.endpoint = num_channels, max_positions, endpoint
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(torch.float64 if x.dtype == torch.float64 else torch.float32)
         half = self.num_channels // 2
-        freqs = torch.arange(half, dtype=torch.float32, device=x.device)
+        freqs = torch.arange(half, dtype=x.dtype, device=x.device)
         freqs = freqs / (half - (1 if self.endpoint else 0))
         freqs = (1 / self.max_positions) ** freqs
-        x = x.float().outer(freqs)
+        x = x.outer(freqs)
         return torch.cat([x.cos(), x.sin()], dim=1)
 
 
@@ -31,7 +33,7 @@ class FourierEmbedding(nn.Module):
         self.register_buffer("freqs", torch.randn(num_channels // 2) * scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.float().outer(2 * math.pi * self.freqs)
+        x = x.to(self.freqs.dtype).outer(2 * math.pi * self.freqs)
         return torch.cat([x.cos(), x.sin()], dim=1)
 
 

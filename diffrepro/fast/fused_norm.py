@@ -12,8 +12,9 @@ channel's mean, once to write the output. The backward kernel does the same with
 statistics are combined per group by the law of total variance (as in norm.py). The dropout mask is
 regenerated from a seed (a hash of each element's index), never stored.
 
-Used by norm.GroupNorm for CUDA channels-last inputs; everything else takes the plain PyTorch path,
-which the tests compare this one against. Set DIFFREPRO_FUSED_NORM=0 to turn it off.
+The `fused_norm` speed path (diffrepro/fast/unet.py) calls it for channels-last CUDA tensors; everything
+else takes the plain PyTorch ops, which the tests compare it against (float64, on the CPU through Triton's
+interpreter with TRITON_INTERPRET=1).
 """
 from __future__ import annotations
 
@@ -38,35 +39,20 @@ RESIDENT_TILE = 4096    # values per resident program, when several groups fit
 CHANNELS = 32           # tiled programs: channels (whole groups), 64 bytes of each pixel in bf16
 TILE = 8192
 TILE_DROPOUT = 4096
-ZERO_SHIFT = True       # tiled forward without a shift: run the kernel with a zero shift (see gn_act)
+ZERO_SHIFT = True       # tiled forward without a shift: run the kernel with a zero shift (see _forward)
 
 
 def _next_pow2(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 
 
-def wants_grad(*tensors: torch.Tensor) -> bool:
-    """Whether autograd would record an op on these tensors: the inference-only kernels (here, skip_matmul,
-    norm_split, out_head) and the U-Net's sampling paths take none of it."""
-    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
-
-
-def supported(x: torch.Tensor, num_groups: int, channels: Optional[int] = None) -> bool:
-    """Whether the fused kernels take this input, or an input like it with `channels` channels (else
-    the caller uses the plain path)."""
-    if triton is None or os.environ.get("DIFFREPRO_FUSED_NORM", "1") == "0":
+def supported(x: torch.Tensor, num_groups: int) -> bool:
+    """Whether the fused kernels take this input (else the caller uses the plain ops): a channels-last 4-D
+    CUDA tensor (any device under Triton's interpreter) of a floating dtype, whole groups."""
+    if triton is None or x.ndim != 4 or not (x.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"):
         return False
-    if not (x.is_cuda or os.environ.get("TRITON_INTERPRET") == "1") or x.ndim != 4:
-        return False
-    if x.dtype not in (torch.float32, torch.bfloat16, torch.float16):
-        return False
-    return (channels or x.shape[1]) % num_groups == 0
-
-
-def reads_twice(HW: int, C: int, G: int) -> bool:
-    """Whether the forward kernel walks a sample's slab twice (once for its statistics) at this shape: what
-    given moments save."""
-    return not _blocks(HW, C, G)[-1]
+    return (x.dtype in (torch.float32, torch.bfloat16, torch.float16) and x.shape[1] % num_groups == 0
+            and x.is_contiguous(memory_format=torch.channels_last))
 
 
 def _blocks(HW: int, C: int, G: int, backward: bool = False, dropout: bool = False):
@@ -133,28 +119,13 @@ if triton is not None:
         return (h >> 8).to(tl.float32) * (1.0 / 16777216.0) >= p
 
     @triton.jit
-    def _gn_act_fwd(X, A, Wt, Bs, Y, Mean, Rstd, Seed, Mom, p, HW, C, YC, G, T, eps,
+    def _gn_act_fwd(X, A, Wt, Bs, Y, Mean, Rstd, Seed, p, HW, C, G, eps,
                     HAS_ADD: tl.constexpr, SILU: tl.constexpr, DROPOUT: tl.constexpr, RESIDENT: tl.constexpr,
-                    HAS_MOM: tl.constexpr, Y_SLICE: tl.constexpr, BLOCK: tl.constexpr, GPB: tl.constexpr,
-                    CG: tl.constexpr, CG_P2: tl.constexpr):
+                    BLOCK: tl.constexpr, GPB: tl.constexpr, CG: tl.constexpr, CG_P2: tl.constexpr):
         gb, b = tl.program_id(0), tl.program_id(1)
         offs, mask, c, cmask = _chunk(0, gb, b, HW, C, G, BLOCK, GPB, CG, CG_P2)
         a = tl.load(A + b * C + c, mask=cmask, other=0.0).to(tl.float32) if HAS_ADD else 0.0
-        if HAS_MOM:
-            # x's moments come with it (mean and squared deviations over T equal tiles of its pixels, per
-            # channel, from the kernel that wrote x): the tiles' law of total variance replaces pass 1
-            mom = Mom + (b.to(tl.int64) * T * C + c) * 2
-            mean_c = tl.zeros((1, GPB * CG_P2), tl.float32)
-            for t in range(T):
-                mean_c += tl.load(mom + t * C * 2, mask=cmask, other=0.0)
-            mean_c = mean_c / T
-            m2_c = tl.zeros((1, GPB * CG_P2), tl.float32)
-            for t in range(T):
-                d = tl.load(mom + t * C * 2, mask=cmask, other=0.0) - mean_c
-                m2_c += tl.load(mom + t * C * 2 + 1, mask=cmask, other=0.0) + (HW // T) * d * d
-            mean_c += a
-            m2_c = tl.where(cmask, m2_c, 0.0)
-        elif RESIDENT:
+        if RESIDENT:
             z = tl.where(mask, tl.load(X + offs, mask=mask, other=0.0).to(tl.float32) + a, 0.0)
             # the whole slab is z: per-channel mean, then squared deviations from it (two passes in registers)
             mean_c = tl.sum(z, axis=0)[None, :] / HW
@@ -182,35 +153,27 @@ if triton is not None:
         rstd = 1.0 / tl.sqrt(var + eps)
         scale = rstd * tl.load(Wt + c, mask=cmask, other=0.0)
         shift = tl.load(Bs + c, mask=cmask, other=0.0) - mean * scale
-        if RESIDENT and not HAS_MOM:                    # offs and mask are still the slab's
-            yoffs = _out(0, b, HW, YC, c, BLOCK) if Y_SLICE else offs
-            _gn_act_store(Y, Seed, p, offs, yoffs, mask, z * scale + shift, SILU, DROPOUT)
+        if RESIDENT:                                    # offs and mask are still the slab's
+            _gn_act_store(Y, Seed, p, offs, mask, z * scale + shift, SILU, DROPOUT)
         else:
             # pass 2: y = act(x * scale + shift), dropout
             shift += a * scale
             for start in range(0, HW, BLOCK):
                 offs, mask, c, cmask = _chunk(start, gb, b, HW, C, G, BLOCK, GPB, CG, CG_P2)
                 u = tl.load(X + offs, mask=mask, other=0.0).to(tl.float32) * scale + shift
-                yoffs = _out(start, b, HW, YC, c, BLOCK) if Y_SLICE else offs
-                _gn_act_store(Y, Seed, p, offs, yoffs, mask, u, SILU, DROPOUT)
+                _gn_act_store(Y, Seed, p, offs, mask, u, SILU, DROPOUT)
         first = (tl.arange(0, GPB * CG_P2) % CG_P2 == 0)[None, :] & cmask    # one store per group
         tl.store(Mean + b * G + c // CG, mean, mask=first)
         tl.store(Rstd + b * G + c // CG, rstd, mask=first)
 
     @triton.jit
-    def _out(start, b, HW, YC, c, BLOCK: tl.constexpr):
-        """Offsets in the output of the tile that _chunk(start, ...) gives, where the output is a slice of a
-        wider tensor's channels, its pixels YC channels apart (Y_SLICE; otherwise the input's offsets)."""
-        return b.to(tl.int64) * HW * YC + (start + tl.arange(0, BLOCK)[:, None]) * YC + c
-
-    @triton.jit
-    def _gn_act_store(Y, Seed, p, offs, yoffs, mask, u, SILU: tl.constexpr, DROPOUT: tl.constexpr):
-        """Store dropout(act(u)) at Y + yoffs; the dropout mask hashes the input offsets."""
+    def _gn_act_store(Y, Seed, p, offs, mask, u, SILU: tl.constexpr, DROPOUT: tl.constexpr):
+        """Store dropout(act(u)) at Y + offs; the dropout mask hashes the offsets."""
         if SILU:
             u = u * tl.sigmoid(u)
         if DROPOUT:
             u = tl.where(_keep(Seed, offs, p), u / (1.0 - p), 0.0)
-        tl.store(Y + yoffs, u.to(Y.dtype.element_ty), mask=mask)
+        tl.store(Y + offs, u.to(Y.dtype.element_ty), mask=mask)
 
     @triton.jit
     def _grad_u(DY, Seed, p, offs, mask, xhat, w, bias, SILU: tl.constexpr, DROPOUT: tl.constexpr):
@@ -292,25 +255,20 @@ def _zeros(B: int, C: int, device: torch.device) -> torch.Tensor:
     return torch.zeros(B, C, device=device, dtype=torch.float32)
 
 
-def _forward(x, add, weight, bias, y, mean, rstd, seed, p, eps, silu, moments=None, y_channels=None):
-    """Launch the forward kernel on x (channels-last) into y: x's shape, or x's channels of a channels-last
-    tensor of y_channels channels. mean and rstd (B, groups) receive the statistics; moments (B, T, C, 2),
-    where given, replace the pass over x for them (unless the slab is read once anyway)."""
+def _forward(x, add, weight, bias, y, mean, rstd, seed, p, eps, silu):
+    """Launch the forward kernel on x (channels-last) into y (x's shape); mean and rstd (B, groups) receive
+    the statistics."""
     B, C, H, W = x.shape
     G = mean.shape[1]
     block, gpb, cg, cg_p2, warps, resident = _blocks(H * W, C, G, dropout=p > 0)
-    moments = None if resident else moments
     if add is None and not resident and ZERO_SHIFT:
         # measured on an H100: the tiled kernel compiled with a shift streams 25-30% faster than the
         # one without (1.16 vs 1.53 ms on 2500x256x32x32), so it gets a zero shift (a 4-byte/channel memset)
         add = _zeros(B, C, x.device)
-    y_channels = y_channels or C
     _gn_act_fwd[(triton.cdiv(G, gpb), B)](
         x, add if add is not None else x, weight, bias, y, mean, rstd, seed if seed is not None else mean,
-        moments if moments is not None else mean, p, H * W, C, y_channels, G,
-        moments.shape[1] if moments is not None else 1, eps, HAS_ADD=add is not None, SILU=silu, DROPOUT=p > 0,
-        RESIDENT=resident, HAS_MOM=moments is not None, Y_SLICE=y_channels != C, BLOCK=block, GPB=gpb, CG=cg,
-        CG_P2=cg_p2, num_warps=warps)
+        p, H * W, C, G, eps, HAS_ADD=add is not None, SILU=silu, DROPOUT=p > 0, RESIDENT=resident,
+        BLOCK=block, GPB=gpb, CG=cg, CG_P2=cg_p2, num_warps=warps)
 
 
 @torch.library.custom_op("diffrepro::gn_act", mutates_args=())
@@ -385,52 +343,3 @@ def group_norm_act(x: torch.Tensor, num_groups: int, weight: torch.Tensor, bias:
     if dropout > 0:
         seed = torch.randint(-2 ** 63, 2 ** 63 - 1, (1,), device=x.device, dtype=torch.int64)
     return gn_act(x, add, weight, bias, seed, num_groups, eps, silu, float(dropout))[0]
-
-
-def parts_supported(parts: list[torch.Tensor], num_groups: int) -> bool:
-    """Whether group_norm_act_parts takes these parts: each one channels-last, supported, and made of
-    whole groups of their concatenation, and no gradient wanted (the parts path is forward-only)."""
-    if wants_grad(*parts):
-        return False
-    C = sum(p.shape[1] for p in parts)
-    if C % num_groups or len({(p.shape[0], *p.shape[2:], p.dtype, p.device) for p in parts}) != 1:
-        return False
-    cg = C // num_groups
-    return all(p.shape[1] % cg == 0 and p.is_contiguous(memory_format=torch.channels_last)
-               and supported(p, p.shape[1] // cg) for p in parts)
-
-
-@torch.library.custom_op("diffrepro::gn_act_parts", mutates_args=())
-def gn_act_parts(parts: list[torch.Tensor], moments: list[Optional[torch.Tensor]], weight: torch.Tensor,
-                 bias: torch.Tensor, num_groups: int, eps: float, silu: bool) -> torch.Tensor:
-    """act(GN(torch.cat(parts, 1))) without the concatenation: groups never straddle two parts, so each
-    part is normalized on its own groups, and written into its channels of the output. A part's moments
-    (B, T, C_part, 2), where given, stand in for the pass that would read it for its statistics."""
-    parts = [_channels_last(p) for p in parts]
-    C = sum(p.shape[1] for p in parts)
-    B, _, H, W = parts[0].shape
-    cg = C // num_groups
-    y = torch.empty(B, C, H, W, dtype=parts[0].dtype, device=parts[0].device, memory_format=torch.channels_last)
-    c0 = 0
-    for x, mom in zip(parts, moments):
-        Cp = x.shape[1]
-        mean, rstd = torch.empty(2, B, Cp // cg, device=x.device, dtype=torch.float32)
-        _forward(x, None, weight[c0:c0 + Cp], bias[c0:c0 + Cp], y[:, c0:c0 + Cp], mean, rstd, None, 0.0, eps, silu,
-                 moments=mom, y_channels=C)
-        c0 += Cp
-    return y
-
-
-@gn_act_parts.register_fake
-def _(parts, moments, weight, bias, num_groups, eps, silu):
-    B, _, H, W = parts[0].shape
-    return torch.empty(B, sum(p.shape[1] for p in parts), H, W, dtype=parts[0].dtype, device=parts[0].device,
-                       memory_format=torch.channels_last)
-
-
-def group_norm_act_parts(parts: list[torch.Tensor], num_groups: int, weight: torch.Tensor, bias: torch.Tensor,
-                         eps: float, silu: bool = True, moments: Optional[list] = None) -> torch.Tensor:
-    """act(GN(torch.cat(parts, 1))) through the fused kernel, without writing the concatenation, and
-    without reading a part for its statistics where its moments are given; see parts_supported()."""
-    moments = list(moments) if moments is not None else [None] * len(parts)
-    return gn_act_parts(list(parts), moments, weight, bias, num_groups, eps, silu)
