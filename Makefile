@@ -8,7 +8,7 @@ TORCH   ?= torch==2.14.1 torchvision==0.29.1
 CORES   ?= all
 PROFILE ?= smoke
 
-.PHONY: install run test test-slow dvc clean-results
+.PHONY: install run test test-slow test-gpu dvc clean-results
 
 $(BIN)/.installed: requirements.txt pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -34,6 +34,14 @@ test: install
 
 test-slow: install
 	$(BIN)/python -m pytest -m slow
+
+# On a CUDA machine, before committing a change to the network, the speed paths, the trainer or the samplers:
+# every test marked gpu (kernels, fast vs plain network, a short training run per params.yaml training entry,
+# sampling fast vs fp32; docs/performance.md). Uses .venv where there is one, else $(PY), and installs nothing.
+GPU_PY    = $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PY))
+GPU_TESTS = $(shell grep -l "pytest.mark.gpu" tests/test_*.py)
+test-gpu:
+	$(GPU_PY) -m pytest -m gpu -v -rA $(GPU_TESTS)
 
 dvc: install
 	$(BIN)/dvc repro

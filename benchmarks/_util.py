@@ -21,6 +21,27 @@ def device_info() -> dict:
     return info
 
 
+def smooth_images(n, channels, res, seed=0, device="cpu"):
+    """Low-pass random images in [-1, 1]: a stand-in dataset with image-like spectra (throughput does not
+    depend on the pixels)."""
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    x = torch.randn(n, channels, res // 4, res // 4, generator=g)
+    x = torch.nn.functional.interpolate(x, size=(res, res), mode="bicubic", align_corners=False)
+    return (x / x.abs().amax(dim=(1, 2, 3), keepdim=True)).clamp(-1, 1).to(device)
+
+
+def random_denoiser(preset, channels, res=32, seed=0):
+    """An EDM-preconditioned U-Net with random weights whose output layer is active (its zero initialisation
+    moved), in eval mode on the CPU: what the sampling benchmarks time (speed does not depend on the weights)."""
+    from diffrepro.nets import build_network
+    from diffrepro.precond import EDMPrecond
+    torch.manual_seed(seed)
+    net = build_network(preset, channels=channels, img_resolution=res)
+    with torch.no_grad():
+        torch.nn.init.xavier_uniform_(net.out_conv.weight, gain=0.2)
+    return EDMPrecond(net).eval().requires_grad_(False)
+
+
 def sync():
     if torch.cuda.is_available():
         torch.cuda.synchronize()
@@ -55,50 +76,20 @@ def peak_memory_gib() -> float:
     return round(torch.cuda.max_memory_allocated() / 2 ** 30, 2) if torch.cuda.is_available() else float("nan")
 
 
-def write_result(path, name: str, result: dict):
-    """Merge `result` under `name` into the JSON file at `path`, with provenance."""
+def write_result(path, name: str, result: dict, quiet: bool = False):
+    """Merge `result` under `name` into the JSON file at `path`, with provenance (command, commit, device);
+    print it unless `quiet`."""
     path = Path(path)
     data = json.loads(path.read_text()) if path.exists() else {}
     data[name] = {"command": " ".join([Path(sys.executable).name] + sys.argv), "commit": git_commit(),
                   "device": device_info(), **result}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    print(json.dumps({name: result}, indent=2))
+    if not quiet:
+        print(json.dumps({name: result}, indent=2))
 
 
-def fast_variant(args) -> str:
-    """Name suffix of a fast-path variant from the command line (compile mode, layout, tuning); '' otherwise."""
-    if args.mode != "fast":
-        return ""
-    return ((f"-{args.precision}" if getattr(args, "precision", "bf16") != "bf16" else "")
-            + ("-no-split-norm" if os.environ.get("DIFFREPRO_SPLIT_NORM") == "0" else "")
-            + _conv_parts_variant()
-            + (f"-{args.compile_mode}" if args.compile_mode else "")
-            + ("-cudnn-heuristics" if getattr(args, "cudnn_heuristics", False) else "")
-            + (f"-cudnn-limit{args.cudnn_benchmark_limit}" if getattr(args, "cudnn_benchmark_limit", None) is not None else "")
-            + ("-nchw" if getattr(args, "no_channels_last", False) else "") + ("-tuned" if args.tune else "")
-            + ("-no-prefetch" if getattr(args, "no_prefetch", False) else ""))
-
-
-def _conv_parts_variant() -> str:
-    setting = os.environ.get("DIFFREPRO_CONV_PARTS", "auto")
-    return "" if setting == "auto" else "-no-conv-parts" if setting == "0" else f"-conv-parts{setting}"
-
-
-def conv_parts_chosen() -> dict:
-    """The batch split each 3x3 convolution shape ran in (nets/conv_parts.py): 'input -> output channels at HxW'."""
-    from diffrepro.nets import conv_parts
-    return {f"{x[1]}->{w[0]} at {x[2]}x{x[3]}, batch {x[0]}": n for (x, w, *_), n in conv_parts.choices.items()}
-
-
-def set_tuning(on: bool):
-    """Let torch.compile tune its generated (Triton) kernels' block sizes by coordinate descent."""
-    if on:
-        import torch._inductor.config as inductor_config
-        inductor_config.coordinate_descent_tuning = True
-
-
-# GPU kernels by what they do, first match wins. diffrepro/nets/fused_norm.py's kernels are _gn_act_{fwd,bwd};
+# GPU kernels by what they do, first match wins. diffrepro/fast/fused_norm.py's kernels are _gn_act_{fwd,bwd};
 # kernels that torch.compile generates are named triton_{poi,red,per}_fused_<ops>: pointwise, or reductions.
 KERNEL_KINDS = [("group norm (fused kernels)", ("_gn_act_fwd", "_gn_act_bwd")),
                 ("fused reduction (generated)", ("triton_red", "triton_per")),

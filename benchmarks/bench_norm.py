@@ -1,4 +1,5 @@
-"""Group norm + SiLU (+ dropout) on one DDPM++ activation, fused kernels vs torch.compile's, with the
+"""Group norm + SiLU (+ dropout) on one DDPM++ activation (channels-last, bf16), the fused kernels
+(diffrepro/fast/fused_norm.py) vs torch.compile's of the by-channel norm (diffrepro/fast/norm.py), with the
 memory bandwidth each reaches (bytes a pass must move at the least / time). In sampling mode the table
 also times one plain elementwise pass over the same tensor: the bandwidth a group norm could reach.
 
@@ -8,7 +9,6 @@ also times one plain elementwise pass over the same tensor: the bandwidth a grou
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -16,23 +16,22 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._util import cuda_ms, write_result  # noqa: E402
-from diffrepro.nets.norm import GroupNorm  # noqa: E402
+from diffrepro.fast.norm import group_norm_act  # noqa: E402
 
 
 def main(args):
     torch.manual_seed(0)
     B, C, R = args.batch, args.channels, args.resolution
-    gn = GroupNorm(min(32, C // 4), C, eps=1e-6).cuda()
+    gn = torch.nn.GroupNorm(min(32, C // 4), C, eps=1e-6).cuda()
     x = torch.randn(B, C, R, R, device="cuda", dtype=torch.bfloat16).to(memory_format=torch.channels_last)
     add = torch.randn(B, C, device="cuda", dtype=torch.bfloat16) if args.train else None
     dy = torch.randn_like(x)
     p = args.dropout if args.train else 0.0
     tensor_gb = x.numel() * x.element_size() / 1e9
     results = {}
-    for variant, flag in [("fused", "1"), ("compiled", "0")]:
-        os.environ["DIFFREPRO_FUSED_NORM"] = flag
-        torch._dynamo.reset()
-        fn = torch.compile(lambda x, add: gn.act(x, add=add, dropout=p))
+    for variant, fused in [("fused", True), ("compiled", False)]:
+        torch.compiler.reset()
+        fn = torch.compile(lambda x, add: group_norm_act(gn, x, fused, add=add, dropout=p))
         if args.train:
             xg = x.detach().requires_grad_()
             step = lambda: torch.autograd.grad(fn(xg, add), [xg, gn.weight], dy)   # noqa: E731
@@ -45,7 +44,7 @@ def main(args):
         results[variant] = {"ms": round(ms, 3), "tb_per_s_at_least": round(passes * tensor_gb / ms, 3)}
     results["speedup"] = round(results["compiled"]["ms"] / results["fused"]["ms"], 2)
     if not args.train:      # the ceiling: one generated elementwise pass (read x, write y) over the same tensor
-        torch._dynamo.reset()
+        torch.compiler.reset()
         scale = torch.compile(lambda x: x * 1.5)
         ms = cuda_ms(lambda: scale(x))
         results["elementwise_pass"] = {"ms": round(ms, 3), "tb_per_s_at_least": round(2 * tensor_gb / ms, 3)}

@@ -1,5 +1,5 @@
 """Launch-shape sweep of the fused group-norm kernels over DDPM++'s activations: the numbers behind the
-choices in diffrepro/nets/fused_norm.py (_blocks).
+choices in diffrepro/fast/fused_norm.py (_blocks).
 
     python benchmarks/sweep_norm.py --mode eval        # sampling: forward, batch 2,500
     python benchmarks/sweep_norm.py --mode train-fwd   # training forward: + shift, dropout 0.13, batch 512
@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._util import cuda_ms, write_result  # noqa: E402
-from diffrepro.nets import fused_norm as F  # noqa: E402
+from diffrepro.fast import fused_norm as F  # noqa: E402
 
 # DDPM++ at 32x32: (channels, resolution, group-norm calls per network evaluation)
 SHAPES = [(256, 32, 15), (512, 32, 4), (256, 16, 22), (256, 8, 20), (512, 16, 5), (512, 8, 5), (384, 32, 1),
