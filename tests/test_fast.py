@@ -187,6 +187,7 @@ def test_compile_cache_folder(monkeypatch, tmp_path):
     PyTorch version and per version of the speed code, given to Inductor and Triton."""
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "unset")       # restored after the test
     monkeypatch.setenv("TRITON_CACHE_DIR", "unset")
+    monkeypatch.setattr(fast, "_cache_root", None)
     monkeypatch.setenv("DIFFREPRO_COMPILE_CACHE", str(tmp_path / "cc"))
     folder = fast.use_compile_cache()
     assert folder.parent == tmp_path / "cc" and torch.__version__ in folder.name
@@ -194,5 +195,8 @@ def test_compile_cache_folder(monkeypatch, tmp_path):
     import os
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(folder) and os.environ["TRITON_CACHE_DIR"] == str(folder / "triton")
     assert fast.cache_folder(tmp_path / "other").name == folder.name
+    chosen = fast.use_compile_cache(tmp_path / "chosen")              # a root given once is kept (compile_model)
+    assert fast.use_compile_cache() == chosen and chosen.parent == tmp_path / "chosen"
+    monkeypatch.setattr(fast, "_cache_root", None)
     monkeypatch.delenv("DIFFREPRO_COMPILE_CACHE")
     assert fast.cache_folder().parent == fast.DEFAULT_CACHE

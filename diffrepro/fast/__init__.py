@@ -31,6 +31,9 @@ PATHS = ("channels_last", "fused_norm", "matmul_conv", "upsample")
 ENV = "DIFFREPRO_FAST"
 CACHE_ENV = "DIFFREPRO_COMPILE_CACHE"
 DEFAULT_CACHE = Path("results") / ".compile-cache"
+# a cache folder the user chose before this package was imported (later, Inductor sets the variable itself)
+_USER_CACHE = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+_cache_root: Optional[Path] = None        # the root last given to use_compile_cache
 
 
 def enabled() -> bool:
@@ -125,11 +128,11 @@ def make_fast(model: nn.Module, *, paths: Optional[Iterable[str]] = None, precis
 
 def compile_model(model: nn.Module, mode: Optional[str] = None) -> nn.Module:
     """torch.compile(model, mode=mode), its compiled code kept in the persistent cache (use_compile_cache, unless
-    the caller chose a folder); the model itself with DIFFREPRO_FAST=0."""
+    TORCHINDUCTOR_CACHE_DIR was set when this package was imported); the model itself with DIFFREPRO_FAST=0."""
     if not enabled():
         return model
-    if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
-        use_compile_cache()
+    if _USER_CACHE is None:
+        use_compile_cache(_cache_root)
     torch.backends.cudnn.benchmark = True           # fixed shapes: cuDNN times its kernels once per shape
     return torch.compile(model, mode=mode)
 
@@ -149,9 +152,11 @@ def cache_folder(root: Optional[os.PathLike] = None) -> Path:
 def use_compile_cache(root: Optional[os.PathLike] = None) -> Path:
     """Point torch.compile's persistent caches (Inductor's, TORCHINDUCTOR_CACHE_DIR, and Triton's,
     TRITON_CACHE_DIR) at cache_folder(root), so that a process that builds the same network for the same
-    shapes finds its compiled code there instead of compiling it again. Call before the first compilation
-    (compile_model calls it when TORCHINDUCTOR_CACHE_DIR is unset). Returns the folder."""
-    folder = cache_folder(root).resolve()
+    shapes finds its compiled code there instead of compiling it again. Call before compiling (compile_model
+    does, with the root given last). Returns the folder."""
+    global _cache_root
+    _cache_root = Path(root) if root is not None else _cache_root
+    folder = cache_folder(_cache_root).resolve()
     (folder / "triton").mkdir(parents=True, exist_ok=True)
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder)
     os.environ["TRITON_CACHE_DIR"] = str(folder / "triton")
