@@ -17,8 +17,9 @@ A path is kept if it gains >= 5% end to end on a workload the project runs (benc
 Workloads: training at the batch of the params.yaml entries that use the preset (`-ro`: with CUDA graphs,
 compile_mode reduce-overhead, as `small-gpu`), timed over --steps steps after --warmup steps (the first
 compiles); sampling EDM's Heun 18 steps (35 network calls) at the sample stage's batch of 1,000, random
-weights, timed over --batches batches after one (that compiles). Each measurement prints one line and is
-kept in --out (JSON, with the command, the commit and the device), named paths-<workload>-<variant>.
+weights, timed over --batches batches after one (that compiles). Each measurement prints one line (with its
+speed over the first variant's) and is kept in --out (JSON, with the command, the commit and the device),
+named paths-<workload>-<variant>.
 
 `coldwarm` starts two processes one after the other, both with a new, empty compile cache folder
 (diffrepro.fast.use_compile_cache): the first compiles everything, the second should find it all. Each
@@ -164,7 +165,7 @@ def measure(workload: str, variant: str, args) -> dict:
 def _line(r: dict, base: dict | None) -> str:
     rate = f"{r['s_per_kimg']:.4f} s/kimg" if r["kind"] == "train" else f"{r['s_per_batch']:.3f} s/batch"
     first = r.get("first_step_s", r.get("first_batch_s"))
-    gain = f"  {r['img_per_s'] / base['img_per_s']:.3f}x plain's speed" if base else ""
+    gain = f"  {r['img_per_s'] / base['img_per_s']:.3f}x {base['variant']}'s speed" if base else ""
     return (f"{r['workload']:16s} {r['variant']:22s} {rate}  {r['img_per_s']:9.1f} img/s  first {first:6.1f} s  "
             f"{r['peak_memory_gib']:5.1f} GiB{gain}")
 
@@ -174,10 +175,9 @@ def speed(args):
         base = None
         for variant in args.variants.split(","):
             r = measure(workload, variant, args)
-            if variant == "plain":
-                base = r
             write_result(args.out, f"paths-{workload}-{variant}", r, quiet=True)
-            print(_line(r, base if variant != "plain" else None), flush=True)
+            print(_line(r, base), flush=True)
+            base = base or r
 
 
 def first(args):
@@ -229,7 +229,8 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("what", choices=["speed", "coldwarm", "first"])
     ap.add_argument("--workload", default="train-small-ro", help=f"comma-separated, of {list(WORKLOADS)}")
-    ap.add_argument("--variants", default="plain,fast", help="speed: comma-separated variants, plain first")
+    ap.add_argument("--variants", default="plain,fast", help="speed: comma-separated variants; each line compares "
+                                                            "its speed with the first's")
     ap.add_argument("--variant", default="fast", help="coldwarm: the variant whose start is timed")
     ap.add_argument("--steps", type=int, default=None, help=f"training: timed steps (default by preset: {STEPS})")
     ap.add_argument("--warmup", type=int, default=10, help="training: steps before timing (the first compiles)")
