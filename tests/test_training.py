@@ -76,7 +76,7 @@ def test_batches_walk_seeded_epoch_permutations():
         assert not torch.equal(stream[:10], stream[10:20])  # the epochs are shuffled differently
 
 
-def test_fast_training_follows_the_plain_network(monkeypatch):
+def test_fast_training_follows_the_plain_network(monkeypatch, one_thread):
     """`fast: true` swaps the speed paths into the trainer's network (compilation left out here: its own tests
     run on a GPU, tests/test_gpu.py). They change kernels, not math: the same run (no dropout, whose masks
     follow memory order) gives the same losses to float32 rounding, and weights that differ by a tiny fraction
@@ -88,7 +88,7 @@ def test_fast_training_follows_the_plain_network(monkeypatch):
     data = torch.rand(64, 3, 8, 8) * 2 - 1
     runs = []
     for fast in (False, True):
-        tr = _trainer(data, "small", net=dict(dropout=0.0), steps=5, batch_size=16, ckpt=5, log=1, fast=fast,
+        tr = _trainer(data, "tiny", steps=5, batch_size=16, ckpt=5, log=1, fast=fast,
                       compile_mode="reduce-overhead" if fast else None)
         start = torch.cat([p.detach().flatten() for p in tr.denoiser.parameters()])
         loss = [tr.step().item() for _ in range(5)]
