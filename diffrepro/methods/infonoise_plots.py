@@ -7,15 +7,12 @@ Three panels over ln(sigma), one curve per snapshot coloured by training step:
 """
 from __future__ import annotations
 
-import matplotlib
+import numpy as np
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from diffrepro.io import atomic_savefig  # noqa: E402
-from diffrepro.sigma_dist import LogNormal, SigmaDistribution  # noqa: E402
+from diffrepro.io import atomic_savefig
+from diffrepro.plots import plt
+from diffrepro.sigma_dist import LogNormal, SigmaDistribution
 
 __all__ = ["plot_profile"]
 
