@@ -13,6 +13,8 @@ DEFAULT_SIGMA_DIST = {"edm": {"kind": "lognormal"}, "vp": {"kind": "vp"}, "ve": 
 
 
 def build_sigma_dist(spec: dict, total_steps: int | None = None) -> SigmaDistribution:
+    """`total_steps` (the run's length) is accepted for callers that pass it; no distribution depends on it
+    (InfoNoise counts its warm-up and refresh in training images)."""
     kw = {k: v for k, v in spec.items() if k != "kind"}
     kind = spec["kind"]
     if kind == "lognormal":
@@ -23,7 +25,7 @@ def build_sigma_dist(spec: dict, total_steps: int | None = None) -> SigmaDistrib
         return LogUniform(**kw)
     if kind == "infonoise":
         from .infonoise import InfoNoise
-        return InfoNoise.from_spec(kw, total_steps=total_steps)
+        return InfoNoise.from_spec(kw)          # warm-up and refresh in training images: no run length needed
     raise ValueError(f"unknown sigma distribution {kind!r}")
 
 
