@@ -89,6 +89,11 @@ def log_if_spans(ax, values: Iterable[float], axis: str = "y", decades: float = 
     if len(v) < 2 or math.log10(v.max() / v.min()) <= decades:
         return False
     (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
+    from matplotlib.ticker import FuncFormatter
+    plain = FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.1e}"[0] in "125" else "")   # 1, 2, 5 x 10^k labelled
+    target = ax.yaxis if axis == "y" else ax.xaxis
+    target.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    target.set_minor_formatter(plain)
     return True
 
 

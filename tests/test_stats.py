@@ -82,10 +82,10 @@ def test_combine_and_the_seed_and_budget_gates():
     assert combine([AGREES, DISAGREES]) == DISAGREES
     assert combine([AGREES, INCONCLUSIVE]) == INCONCLUSIVE
     arms = [arm("edm", [1, 2, 3]), arm("vp", [2.0]), arm("ve", [3.0, 4.0])]
-    assert seed_shortfall(arms) == "n = 1 < 3 (vp, ve)"
+    assert seed_shortfall(arms) == "n = 1 < 3 (vp); n = 2 < 3 (ve)"
     assert seed_shortfall(arms, required=2) == "n = 1 < 2 (vp)"
     assert seed_shortfall(arms[:1]) is None
-    assert gate(AGREES, arms) == (INCONCLUSIVE, ["n = 1 < 3 (vp, ve)"])
+    assert gate(AGREES, arms) == (INCONCLUSIVE, ["n = 1 < 3 (vp); n = 2 < 3 (ve)"])
     assert gate(DISAGREES, arms[:1], budget_reason="not trained to the budget T") == \
         (INCONCLUSIVE, ["not trained to the budget T"])
     assert gate(DISAGREES, arms[:1]) == (DISAGREES, [])

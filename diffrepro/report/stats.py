@@ -66,6 +66,8 @@ class Interval:
     method: str = ""          # "Welch t, 3.2 dof", "bootstrap over seeds", ...
 
     def text(self, fmt: str = ".3g") -> str:
+        if math.isnan(self.estimate):
+            return self.kind + (f" ({self.method})" if self.method else "")
         if not np.isfinite([self.lo, self.hi]).all() and not (math.isinf(self.lo) or math.isinf(self.hi)):
             return f"{self.kind} {self.estimate:{fmt}} (no interval)"
         return f"{self.kind} {self.estimate:{fmt}} [{self.lo:{fmt}}, {self.hi:{fmt}}]"
@@ -82,7 +84,7 @@ def arm(name: str, values: Iterable[float], level: float = LEVEL) -> Arm:
     if not v:
         raise ValueError(f"arm {name!r} has no values")
     m = float(np.mean(v))
-    if len(v) < 2:
+    if len(v) < 2 or not np.isfinite(v).all():       # an infinite value (never reached): no t interval
         return Arm(name, v, m, math.nan, math.nan)
     half = t_quantile(len(v), level) * float(np.std(v, ddof=1)) / math.sqrt(len(v))
     return Arm(name, v, m, m - half, m + half)
@@ -157,12 +159,14 @@ def combine(verdicts: Sequence[str]) -> str:
 
 
 def seed_shortfall(arms: Sequence[Arm], required: int = MIN_SEEDS) -> Optional[str]:
-    """'n = 1 < 3 (ve, vp)' if some arm has fewer seeds than required, else None."""
+    """'n = 1 < 3 (vp, ve); n = 2 < 3 (edm)' if some arms have fewer seeds than required, else None."""
     short = [a for a in arms if a.n < required]
     if not short:
         return None
-    n = min(a.n for a in short)
-    return f"n = {n} < {required} ({', '.join(a.name for a in short)})"
+    by_n = {}
+    for a in short:
+        by_n.setdefault(a.n, []).append(a.name)
+    return "; ".join(f"n = {n} < {required} ({', '.join(names)})" for n, names in sorted(by_n.items()))
 
 
 def gate(verdict: str, arms: Sequence[Arm], required: int = MIN_SEEDS,
