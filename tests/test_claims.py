@@ -282,6 +282,10 @@ def test_k1_gap_grows_with_steps_and_width():
     v = verdict("K1", rows)
     assert v.verdict == "agrees", (v.arms, v.compared, v.reason)
     assert any("medium - small" in iv.kind and iv.lo > 0 for iv in v.compared)
+    # a full-set run of one width (nothing to overfit, no width axis) is not part of the width comparison
+    full = [r for s in (0, 1) for r in gap_run(f"f_s{s}_0000000{s}", s, n=60000, growth=False, peak=1e-3 * (1 + s))]
+    v = verdict("K1", rows + full)
+    assert v.verdict == "agrees" and not any("N=60000" in a.name for a in v.arms)
     flat = []
     for s in (0, 1):
         flat += gap_run(f"n_s{s}_0000000{s}", s, network="small", growth=False, peak=0.01 + 0.001 * s)

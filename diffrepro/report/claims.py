@@ -313,6 +313,12 @@ def _s1(df, budget):
     if not options:
         return not_run("needs FID of masked runs and an unmasked baseline on one dataset size")
     (ds, n, tr), g = max(options, key=lambda kg: (kg[0][1], kg[1]["mask_ratio"].nunique()))
+    curves = df[(df["metric"] == "fid_ckpt") & df["run"].isin(g["run"])]
+    if len(curves) and set(curves["run"]) == set(g["run"]):
+        # best checkpoint over the checkpoints every arm has (a denser curve would get more chances at a low FID)
+        common = set.intersection(*(set(c["step"]) for _, c in curves.groupby("run")))
+        best = curves[curves["step"].isin(common)].groupby("run")["value"].min()
+        g = g.assign(value=g["run"].map(best).fillna(g["value"]))
     arms = [_arm(f"eta={eta:g}", r) for eta, r in sorted(g.groupby("mask_ratio"))]
     base = arms[0]
     ratios = [_label(stats.bootstrap_ratio(a, base), f"{a.name} / eta=0") for a in arms[1:]]
@@ -578,12 +584,17 @@ def _k1(df, budget):
     per = per.merge(conf, left_on="run", right_index=True)
     first, last = per.groupby("run")["step"].transform("min"), per.groupby("run")["step"].transform("max")
     growth = (per[per["step"] == last].set_index("run")["gap"] - per[per["step"] == first].set_index("run")["gap"])
-    runs = conf.assign(growth=growth, last_gap=per[per["step"] == last].set_index("run")["gap"])
+    runs = conf.assign(growth=growth, last_gap=per[per["step"] == last].set_index("run")["gap"],
+                       last_step=per.groupby("run")["step"].max())
     runs = runs[runs["growth"].notna()]
     from ..presets import UNET_PRESETS
     width = lambda net: UNET_PRESETS.get(net, {}).get("model_channels", 0)
+    # a setting: one dataset size and one training length; widths are compared only within a setting, and
+    # when some setting has two widths (section 6: N in {1k, 3k}) only those settings are judged
+    settings = [(k, g) for k, g in runs.groupby(["dataset", "n_train", "last_step"])]
+    with_widths = [(k, g) for k, g in settings if g["network"].nunique() >= 2]
     arms, compared, verdicts = [], [], []
-    for (ds, n), g in runs.groupby(["dataset", "n_train"]):
+    for (ds, n, _), g in (with_widths or settings):
         nets = sorted(g["network"].dropna().unique(), key=width)
         for net in nets:
             a = _arm(f"N={int(n)} {net}: gap growth", g[g["network"] == net], "growth")
@@ -595,6 +606,7 @@ def _k1(df, budget):
             iv = _label(stats.welch_difference(wide, narrow), f"N={int(n)} gap {nets[-1]} - {nets[0]}")
             compared.append(iv)
             verdicts.append(stats.side_verdict(iv, ">", 0.0))
+    runs = pd.concat([g for _, g in (with_widths or settings)]) if arms else runs
     if not arms:
         return not_run("needs the gap at two or more checkpoints")
     extra = [] if compared else ["one width only: the width effect is not measured"]
