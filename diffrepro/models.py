@@ -18,10 +18,15 @@ def network_config(training: dict, data_shape) -> dict:
     return {"preset": training["network"], "channels": data_shape[0], **training.get("network_kw", {})}
 
 
-def build_denoiser(net_cfg: dict, precond: str):
+def build_denoiser(net_cfg: dict, precond: str, method: dict | None = None):
+    """The network under its preconditioning; with the run's method spec, the preconditioning carries the
+    noise range the method trains on (methods.trained_sigma_range), which samplers clamp to."""
+    from .methods import trained_sigma_range
+
     cfg = dict(net_cfg)
     preset = cfg.pop("preset")
-    return build_precond(precond, build_network(preset, **cfg))
+    kw = trained_sigma_range(method) if method else {}
+    return build_precond(precond, build_network(preset, **cfg), **kw)
 
 
 def save_model(path, *, ema_state: dict, net_cfg: dict, precond: str, spec: dict, extra: dict | None = None):
@@ -34,7 +39,7 @@ def load_model(path, device="cpu", snapshot: str | Path | None = None):
     rec = torch.load(path, map_location="cpu", weights_only=False)
     if rec.get("format") != "diffrepro-model-v1":
         raise ValueError(f"{path} is not a diffrepro model file")
-    D = build_denoiser(rec["network"], rec["precond"])
+    D = build_denoiser(rec["network"], rec["precond"], (rec.get("spec") or {}).get("method"))
     state = rec["ema"] if snapshot is None else torch.load(snapshot, map_location="cpu", weights_only=False)["ema"]
     # EMA state dicts belong to the Preconditioning wrapper (keys 'net.*')
     D.load_state_dict(state)

@@ -28,7 +28,12 @@ def _as_sigma(sigma, x: torch.Tensor) -> torch.Tensor:
 
 
 class Preconditioning(nn.Module):
-    """Base: subclasses define the coefficient functions; `forward` is the denoiser D."""
+    """Base: subclasses define the coefficient functions; `forward` is the denoiser D.
+
+    sigma_min, sigma_max: the noise levels the network was trained on (VE: its log-uniform range; VP:
+    sigma(epsilon_t) to sigma(1); EDM: its sampling range, the log-normal being unbounded). Samplers clamp
+    their schedules to it (samplers.trained_range; EDM's generate.py does the same): a network is never
+    queried at a noise level it has not seen."""
 
     name = "base"
     sigma_min: float

@@ -174,6 +174,28 @@ def ode_sampler(denoiser: Denoiser, latents: torch.Tensor, sigmas: torch.Tensor,
     return res
 
 
+EDM_RANGE, VE_RANGE = (0.002, 80.0), (0.02, 100.0)     # the discretizations' default sigma ranges (Table 1)
+
+
+def trained_range(denoiser, discretization: str = "edm", sigma_min: Optional[float] = None,
+                  sigma_max: Optional[float] = None) -> dict:
+    """The sampler's (sigma_min, sigma_max) clamped to the range the denoiser was trained on, as EDM's
+    generate.py does: max(sigma_min, D.sigma_min), min(sigma_max, D.sigma_max). Denoisers without that
+    range (an IdealDenoiser, a plain function) and the VP discretization (its steps lie inside VP's trained
+    range by construction) are left as asked; None means the discretization's default."""
+    if discretization not in ("edm", "ve"):
+        return {}
+    lo, hi = EDM_RANGE if discretization == "edm" else VE_RANGE
+    lo = lo if sigma_min is None else float(sigma_min)
+    hi = hi if sigma_max is None else float(sigma_max)
+    d_lo, d_hi = getattr(denoiser, "sigma_min", None), getattr(denoiser, "sigma_max", None)
+    if isinstance(d_lo, (int, float)):
+        lo = max(lo, float(d_lo))
+    if isinstance(d_hi, (int, float)):
+        hi = min(hi, float(d_hi))
+    return {"sigma_min": lo, "sigma_max": hi}
+
+
 def _sampler_call(sampler: str = "heun", discretization: str = "edm", num_steps: int = 18, sigma_min=0.002,
                   sigma_max=80.0, rho=7.0, S_churn=0.0, S_tmin=0.0, S_tmax=float("inf"), S_noise=1.0,
                   class_labels=None, return_trajectory=False, dtype=torch.float32):
@@ -194,7 +216,9 @@ def _sampler_call(sampler: str = "heun", discretization: str = "edm", num_steps:
     nfe = num_steps if common["solver"] == "euler" else 2 * num_steps - 1
 
     def run(denoiser, latents, noise):
-        return stochastic_sampler(denoiser, latents, sig, noise=noise if sampler == "stochastic" else None, **common)
+        res = stochastic_sampler(denoiser, latents, sig, noise=noise if sampler == "stochastic" else None, **common)
+        res.extra["sigma_range"] = (float(sig[-2]), float(sig[0]))     # the schedule's smallest, largest sigma
+        return res
     return run, nfe
 
 
@@ -215,7 +239,9 @@ def generate(denoiser, shape, seeds: Sequence[int], *, device="cpu", sampler: st
 def generate_batches(denoiser, shape, seed_batches: Iterable[Sequence[int]], *, device="cpu",
                      **kw) -> Iterator[SampleResult]:
     """generate(denoiser, shape, seeds, device=device, **kw) for each list of seeds in turn (each sample's
-    latents come from its own seed, so the samples do not depend on the batching)."""
+    latents come from its own seed, so the samples do not depend on the batching). The schedule is clamped
+    to the denoiser's trained noise range (trained_range)."""
+    kw.update(trained_range(denoiser, kw.get("discretization", "edm"), kw.get("sigma_min"), kw.get("sigma_max")))
     run, _ = _sampler_call(**kw)
     for seeds in seed_batches:
         noise = SeededNoise(device, seeds)

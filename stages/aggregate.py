@@ -33,6 +33,7 @@ def run_columns(key: str, spec: dict) -> dict:
             "sigma_dist": (m.get("sigma_dist") or {"kind": {"edm": "lognormal", "vp": "vp", "ve": "loguniform"}[m["precond"]]})["kind"],
             "mask_ratio": float((m.get("mask") or {}).get("ratio", 0.0)),
             "target": (m.get("target") or {}).get("kind", "none"),
+            "ref_batch": (m.get("target") or {}).get("ref_batch"),
             "training": spec["training"]["name"], "network": spec["training"]["network"], "seed": spec["seed"]}
 
 
@@ -47,6 +48,8 @@ def eval_rows(ekey: str, espec: dict, base: dict, final_step: int) -> list[dict]
     if exists(info_path):
         info = json.loads(info_path.read_text())
         cols["nfe"] = info["nfe"]
+        if info.get("sigma_range"):          # the schedule's sigma range after clamping to the trained range
+            cols["sample_sigma_min"], cols["sample_sigma_max"] = info["sigma_range"]
         rows.append({**cols, "metric": "sample_time_s", "value": info["wall_time_s"]})
     fid_path = Path(paths.fid(ekey))
     if fid_path.exists():
@@ -74,7 +77,8 @@ def analysis_frames(plan, run_provenance: dict) -> list[pd.DataFrame]:
         t = pd.read_parquet(paths.targetvar(dkey))
         dspec = plan["prepare"][dkey].spec
         rows = []
-        for metric, col in (("stf_target_trace", "trace"), ("stf_trace_ratio", "ratio")):
+        for metric, col in (("stf_target_trace", "trace"), ("stf_trace_ratio", "ratio"),
+                            ("stf_trace_ratio_se", "ratio_stderr")):
             r = t[["sigma", "ref_batch", col]].rename(columns={col: "value"})
             r["metric"] = metric
             rows.append(r)
@@ -110,13 +114,15 @@ def analysis_frames(plan, run_provenance: dict) -> list[pd.DataFrame]:
             continue
         t = pd.read_parquet(paths.trajectory(rkey))
         rows = [t[["sigma"]].assign(metric=f"traj_{c.replace('_median', '')}", value=t[c])
-                for c in ("r_traj_median", "r_train_median", "e_traj", "e_train")]
+                for c in ("r_traj_median", "r_train_median", "e_traj", "e_train", "w_max_traj", "w_max_train",
+                          "n_eff_traj", "n_eff_train") if c in t]
         out.append(with_run(pd.concat(rows, ignore_index=True), rkey).assign(analysis=f"trajectory/{rkey}"))
     for key, job in plan["toystudy"].items():
         if not exists(paths.toystudy(key)):
             continue
         t = pd.read_parquet(paths.toystudy(key))
-        rows = [t.assign(metric=f"toy_{c}", value=t[c]) for c in ("fraction", "fraction_gu", "excess")]
+        rows = [t.assign(metric=f"toy_{c}", value=t[c]) for c in ("fraction", "fraction_gu", "excess",
+                                                                  "fraction_gu_chance", "fraction_gu_corrected") if c in t]
         r = pd.concat(rows, ignore_index=True).rename(columns={"n_train": "toy_n", "width": "toy_width"})
         r = r[["metric", "value", "factor", "model", "toy_width", "toy_n", "step", "eps"]].copy()
         r["dataset"], r["analysis"] = f"toy-{job.spec['dataset']}", f"toystudy/{key}"

@@ -75,7 +75,11 @@ def main(argv=None):
         save_image_grid(out / "grid.png", samples[:64])
     else:
         save_scatter(out / "grid.png", samples, title=args.eval.split("__")[0])
+    from diffrepro.samplers import trained_range
+    smp = spec["sampling"]     # the schedule's sigma range, clamped to the network's trained range (as sampled)
+    rng = trained_range(D, smp.get("discretization", "edm"), smp.get("sigma_min"), smp.get("sigma_max"))
     atomic_write_json(out / "sample_info.json", {"eval": args.eval, "nfe": nfe, "num_samples": len(samples),
+                                                 "sigma_range": [rng["sigma_min"], rng["sigma_max"]] if rng else None,
                                                  "sampling": spec["sampling"], "wall_time_s": wall,
                                                  "precision": precision,
                                                  **environment(device)})

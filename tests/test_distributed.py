@@ -12,7 +12,7 @@ from pipeline_helpers import BIN, edit_params, env, make_project, run
 
 # sparse mask + STF target + InfoNoise: every piece of per-rank state the distributed loop must keep equal
 COMBO = {"precond": "edm", "mask": {"ratio": 0.5}, "target": {"kind": "stf", "ref_batch": 64},
-         "sigma_dist": {"kind": "infonoise", "warmup_frac": 0.2, "refresh_frac": 0.1}}
+         "sigma_dist": {"kind": "infonoise", "warmup_img": 512, "refresh_img": 256}}   # 8 steps, then every 4
 
 
 @pytest.fixture(scope="module")

@@ -160,3 +160,54 @@ def test_cuda_latents_written_in_place_equal_a_fresh_draw():
     for k, s in enumerate(seeds):
         g = torch.Generator("cuda").manual_seed(s)
         assert torch.equal(got[k], torch.randn(3, 32, 32, generator=g, device="cuda")), k
+
+
+def _spy(D):
+    """Record every sigma the sampler queries D at."""
+    calls, forward = [], D.forward
+
+    def spy(x, sigma, class_labels=None):
+        calls.append(float(sigma))
+        return forward(x, sigma, class_labels)
+    D.forward = spy
+    return calls
+
+
+def test_ve_samples_never_query_the_network_below_its_trained_sigma_min():
+    """A VE network trained on sigma in [0.02, 100], sampled with EDM's default schedule ([0.002, 80]):
+    the schedule is clamped to [0.02, 80] (EDM's generate.py), every call is inside the trained range, and
+    the last step lands exactly on 0.02. EDM's own network keeps its [0.002, 80] schedule."""
+    from diffrepro.nets import build_network
+    from diffrepro.precond import EDMPrecond, VEPrecond
+
+    torch.manual_seed(0)
+    ve = VEPrecond(build_network("mlp-small", channels=2)).eval()
+    calls = _spy(ve)
+    res = generate(ve, (2,), range(8), sampler="heun", num_steps=18)
+    assert min(calls) == pytest.approx(0.02) and max(calls) == pytest.approx(80.0)
+    assert res.extra["sigma_range"] == pytest.approx((0.02, 80.0))
+    calls.clear()                                   # a wider request is clamped at both ends
+    generate(ve, (2,), range(4), sampler="euler", num_steps=8, sigma_min=0.001, sigma_max=500.0)
+    euler = calls
+    assert min(euler) == pytest.approx(0.02) and max(euler) == pytest.approx(100.0)
+    edm = EDMPrecond(build_network("mlp-small", channels=2)).eval()
+    edm_calls = _spy(edm)
+    generate(edm, (2,), range(4), sampler="heun", num_steps=18)
+    assert min(edm_calls) == pytest.approx(0.002) and max(edm_calls) == pytest.approx(80.0)
+    # no trained range on the denoiser (the ideal denoiser): the schedule is as asked
+    ideal = IdealDenoiser(torch.zeros(3, 2, dtype=torch.float64))
+    assert generate(ideal, (2,), range(2), num_steps=5).extra["sigma_range"] == pytest.approx((0.002, 80.0))
+
+
+def test_loaded_ve_model_carries_the_range_it_was_trained_on(tmp_path):
+    """The saved run's method spec puts its log-uniform range on the preconditioning object."""
+    from diffrepro.models import build_denoiser, load_model, save_model
+
+    method = {"precond": "ve", "sigma_dist": {"kind": "loguniform", "sigma_min": 0.05, "sigma_max": 50.0}}
+    net_cfg = {"preset": "mlp-small", "channels": 2}
+    D = build_denoiser(net_cfg, "ve", method)
+    assert (D.sigma_min, D.sigma_max) == (0.05, 50.0)
+    save_model(tmp_path / "m.pt", ema_state=D.state_dict(), net_cfg=net_cfg, precond="ve", spec={"method": method})
+    loaded, _ = load_model(tmp_path / "m.pt")
+    assert (loaded.sigma_min, loaded.sigma_max) == (0.05, 50.0)
+    assert (build_denoiser(net_cfg, "ve").sigma_min, build_denoiser(net_cfg, "edm").sigma_min) == (0.02, 0.002)

@@ -74,6 +74,11 @@ def test_x_i_is_aligned_with_sigma_i():
     step_ratio = res.sigmas[:-1] / res.sigmas[1:]
     assert step_ratio.min() > 1.35
     assert (res.e_traj == 0).all()
+    # the posterior of D* is as concentrated on trajectory points as on noised training points (claim K3's
+    # measurement is neutral for the exact model): medians within 0.1 in max weight at every step
+    assert (np.abs(res.steps["w_max_traj"] - res.steps["w_max_train"]) < 0.1).all()
+    assert ((res.w_max_traj >= 1 / 32 - 1e-12) & (res.w_max_traj <= 1 + 1e-12)).all()
+    assert ((res.n_eff_train >= 1 - 1e-9) & (res.n_eff_train <= 32 + 1e-9)).all()
 
 
 def test_smoothed_denoiser_has_error_and_memorizes_less(gmm16):

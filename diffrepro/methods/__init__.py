@@ -13,6 +13,8 @@ DEFAULT_SIGMA_DIST = {"edm": {"kind": "lognormal"}, "vp": {"kind": "vp"}, "ve": 
 
 
 def build_sigma_dist(spec: dict, total_steps: int | None = None) -> SigmaDistribution:
+    """`total_steps` (the run's length) is accepted for callers that pass it; no distribution depends on it
+    (InfoNoise counts its warm-up and refresh in training images)."""
     kw = {k: v for k, v in spec.items() if k != "kind"}
     kind = spec["kind"]
     if kind == "lognormal":
@@ -23,8 +25,20 @@ def build_sigma_dist(spec: dict, total_steps: int | None = None) -> SigmaDistrib
         return LogUniform(**kw)
     if kind == "infonoise":
         from .infonoise import InfoNoise
-        return InfoNoise.from_spec(kw, total_steps=total_steps)
+        return InfoNoise.from_spec(kw)          # warm-up and refresh in training images: no run length needed
     raise ValueError(f"unknown sigma distribution {kind!r}")
+
+
+def trained_sigma_range(method: dict) -> dict:
+    """Preconditioning arguments that put the range of noise levels a method trains on onto the
+    preconditioning object (precond.Preconditioning; samplers clamp to it): VE's log-uniform range, VP's
+    epsilon_t. Empty for EDM (its log-normal is unbounded; EDMPrecond keeps EDM's sampling range)."""
+    sd = method.get("sigma_dist") or DEFAULT_SIGMA_DIST[method["precond"]]
+    if method["precond"] == "ve" and sd["kind"] == "loguniform":
+        return {k: float(sd[k]) for k in ("sigma_min", "sigma_max") if k in sd}
+    if method["precond"] == "vp" and sd["kind"] == "vp" and "epsilon_t" in sd:
+        return {"epsilon_t": float(sd["epsilon_t"])}
+    return {}
 
 
 def build_objective(method: dict, train_data: torch.Tensor, total_steps: int | None = None,

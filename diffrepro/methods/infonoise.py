@@ -1,43 +1,66 @@
-"""InfoNoise (Raya et al. 2026, arXiv 2602.18647): an adaptive training distribution of sigma.
+"""InfoNoise (Raya et al. 2026, arXiv 2602.18647 v2): an adaptive training distribution of sigma.
 
-Only p(sigma) changes; the loss, lambda(sigma) and the preconditioning stay EDM's. The target
+Only p(sigma) changes; the loss, lambda(sigma) and the preconditioning stay EDM's [paper]. The target
 allocation follows the conditional-entropy rate of the forward process x_sigma = x_0 + sigma*eps,
-which I-MMSE gives from the denoising error training already computes (methods.md section 3):
+which I-MMSE gives from the denoising error training already computes [paper eq. 10-11]. The paper
+writes its densities over u = sigma (the VE coordinate, gamma(sigma) = 1/sigma^2, |gamma'| = 2/sigma^3):
 
-    dH(x_0 | x_sigma) / d ln sigma = mmse(sigma) / sigma^2 =: q(sigma)      (mmse per dimension)
+    q(sigma) d sigma = 1/2 |gamma'(sigma)| mmse(sigma) d sigma = mmse(sigma) / sigma^3 d sigma   [paper eq. 13]
 
-Algorithm (paper outline; the values are our defaults, see methods.md):
-  1. warm-up: the first W = round(warmup_frac * total_steps) steps draw from EDM's log-normal;
+with mmse the expected *unweighted* squared error per dimension. Over ln sigma (our bins) the same
+density is q_ln(sigma) = mmse(sigma) / sigma^2 (times the Jacobian sigma).
+
+Algorithm [paper Alg. 1; values ours unless tagged]:
+  1. warm-up: until `warmup_img` training images have been observed the sampler is EDM's log-normal
+     (the paper's fixed prior pi_0) [ours: counted in images, so that a run's first table is built from a
+     model trained on as many images whatever the run's length];
   2. every step, (sigma, unweighted per-sample MSE) is added into `bins` bins uniform in ln sigma over
      [sigma_min, sigma_max] (device tensors, index_add_, no host sync); draws outside the grid and
-     non-finite MSEs are not counted;
-  3. refresh after observing step n = W + j*K, j >= 0, K = max(1, round(refresh_frac * total_steps)):
+     non-finite MSEs are not counted [ours];
+  3. refresh when the images observed reach warmup_img, then every further `refresh_img` images:
        a. bin mean -> EMA across refreshes, est <- ema*est + (1-ema)*mean; a bin's first estimate is
           its mean. A bin with < min_count samples keeps its old value and [ours] carries its samples
           over to the next refresh instead of dropping them;
        b. bins never estimated are filled in ln(mmse) [ours]: linear interpolation in ln sigma
-          between estimated bins; below the lowest, q = mmse/sigma^2 held constant (mmse ~ sigma^2,
+          between estimated bins; below the lowest, q_ln = mmse/sigma^2 held constant (mmse ~ sigma^2,
           the small-noise law of data with a density); above the highest, mmse held constant (it
           tends to the data variance);
        c. smoothing [ours]: Gaussian-kernel (std `smoothing` bins) local-linear regression of
           ln(mmse) along ln sigma; it leaves power laws mmse ~ sigma^k exact, edges included;
-  4. profile q = mmse/sigma^2 at the bin centres; gate g(sigma) = sigma^n / (sigma^n + c^n),
-     n = gate_power. c [ours, precise form of the paper's rule]: with qn = q / max(q), scan the bins
-     from sigma_max down; pass the high-sigma tail where qn < p, enter the band where qn >= p
-     (p = gate_threshold), and take the first bin below that band where qn < p again; c is where
-     ln(qn) crosses ln(p) by linear interpolation in ln sigma between that bin's centre and the
-     centre above. If qn never falls back under p, c = 0 and g = 1 (no gate);
-  5. rho = q*g / integral(q*g d ln sigma); sampling density over ln sigma pi = (rho/lambda) /
-     integral(rho/lambda d ln sigma), so that pi*lambda is proportional to rho.
+  4. gate the low-noise end, where the estimate is least reliable [paper eq. 14]:
+         g(sigma) = sigma^n / (sigma^n + c^n),  n = gate_power = 3 [paper App. B.6];
+     c by the onset rule [paper App. B.6]: normalize the sigma-coordinate profile r = mmse/sigma^3 by
+     its maximum over the grid, r_bar = r / max r, p = gate_threshold = 0.002 [paper App. B.6], and scan
+     down from sigma_max to the first persistent crossing of p: c = inf{sigma : r_bar(sigma') < p for
+     all sigma' >= sigma}, the upper edge of the low-noise segment where r_bar >= p. r grows like
+     1/sigma at small sigma for any data with a density (mmse ~ sigma^2), so its maximum sits at
+     sigma_min and c lands where r has fallen to p of it (about 500 sigma_min if mmse stayed ~sigma^2):
+     the gate engages for such profiles, unlike the same rule read on q_ln = mmse/sigma^2, which is flat
+     and maximal at sigma_min (a rule on q_ln never engages, and pi ends up set by 1/lambda).
+     [ours] "Persistent": the segment must reach down to sigma_min (r_bar >= p on every bin below c);
+     for a monotone r this is the paper's formula; when r_bar is already under p at sigma_min (the exact
+     mmse of discrete data vanishes faster than sigma^3, so r has an interior peak and no low-noise
+     segment) there is nothing to cut and g = 1, where the formula read literally would put c above the
+     interior peak and cut it. Between bin centres, c is where ln r_bar crosses ln p, linearly in
+     ln sigma. `gate_c` fixes c instead (0 turns the gate off);
+  5. rho = q*g / integral(q*g) [paper eq. 14]; sampling density pi proportional to rho / lambda, so that
+     the effective allocation pi*lambda is rho [paper eq. 15] (the ratio is the same over sigma and over
+     ln sigma); here pi over ln sigma, normalized on the bins.
 
 The sampler's density is piecewise constant in ln sigma: pi_i on bin i, zero outside
-[sigma_min, sigma_max]. Sampling is the exact inverse of its piecewise-linear CDF: draw r ~ U[0, 1),
-find bin i with C_i <= r < C_{i+1}, return ln sigma = e_i + h * (r - C_i) / (C_{i+1} - C_i).
-Before the first refresh the sampler is EDM's LogNormal itself (bit-identical draws). All draws come
-from the passed generator. The whole estimator (accumulators, EMA, current table, counters, a
-bounded history of profile snapshots) is in `state_dict()` as tensors, lists and numbers, so a
-resumed run samples from the same table. On CUDA, index_add_ adds with atomics: the bin sums are
-bit-stable only under torch.use_deterministic_algorithms(True), like the rest of GPU training.
+[sigma_min, sigma_max]. Sampling is the exact inverse of its piecewise-linear CDF [paper eq. 16: inverse
+CDF on a grid]: draw r ~ U[0, 1), find bin i with C_i <= r < C_{i+1}, return
+ln sigma = e_i + h * (r - C_i) / (C_{i+1} - C_i). Before the first refresh the sampler is EDM's LogNormal
+itself (bit-identical draws). All draws come from the passed generator. The whole estimator
+(accumulators, images observed, EMA, current table, counters, a bounded history of profile snapshots)
+is in `state_dict()` as tensors, lists and numbers, so a resumed run samples from the same table. On
+CUDA, index_add_ adds with atomics: the bin sums are bit-stable only under
+torch.use_deterministic_algorithms(True), like the rest of GPU training.
+
+Sources of the constants: n = 3 and p = 0.002 [paper App. B.6]; the grid [sigma_min, sigma_max] =
+[0.002, 80] is EDM's sampling range [ours]; bins = 128, warmup_img = 200,000, refresh_img = 50,000,
+ema = 0.9, smoothing = 2 bins, min_count = 8 [ours: the paper keeps these fixed per domain but does not
+give their values].
 """
 from __future__ import annotations
 
@@ -50,11 +73,16 @@ import torch
 from ..sigma_dist import LogNormal, SigmaDistribution
 
 # The params.yaml keys of a sigma_dist of kind 'infonoise' (besides `kind`) and our defaults.
-DEFAULTS = dict(sigma_min=0.002, sigma_max=80.0, bins=128, warmup_frac=0.02, refresh_frac=0.01,
-                ema=0.9, smoothing=2.0, min_count=8, gate_power=3.0, gate_threshold=0.002,
-                P_mean=-1.2, P_std=1.2)
+DEFAULTS = dict(sigma_min=0.002, sigma_max=80.0,     # [ours] EDM's sampling range
+                bins=128,                            # [ours]
+                warmup_img=200_000, refresh_img=50_000,    # [ours] in training images, not fractions of the run
+                ema=0.9, smoothing=2.0, min_count=8,  # [ours]
+                gate_power=3.0,                      # n [paper App. B.6]
+                gate_threshold=0.002,                # p [paper App. B.6]
+                gate_c=None,                         # None: c by the onset rule [paper App. B.6]; a number fixes c
+                P_mean=-1.2, P_std=1.2)              # the warm-up prior: EDM's log-normal [paper: fixed pi_0]
 PROFILE_KEYS = ("mmse", "q", "gate", "rho", "pi", "counts")
-_STATE_VERSION = 1
+_STATE_VERSION = 2
 
 
 def edm_loss_weight(sigma: torch.Tensor, sigma_data: float = 0.5) -> torch.Tensor:
@@ -80,19 +108,26 @@ def smooth_local_linear(y: np.ndarray, width: float) -> np.ndarray:
     return np.where(ok, local_linear, t0 / s0)
 
 
-def gate_sigma(ln_sigma: np.ndarray, q: np.ndarray, threshold: float) -> float:
-    """c of the gate (module docstring, step 4): 0.0 when the normalised profile never falls back
-    under `threshold` below its band."""
-    qn = q / q.max()
-    above = qn >= threshold
-    band_top = int(np.nonzero(above)[0].max())          # exists: max(qn) = 1 >= threshold
-    under = np.nonzero(~above[:band_top])[0]
-    if under.size == 0:
+def gate_sigma(ln_sigma: np.ndarray, mmse: np.ndarray, threshold: float) -> float:
+    """c of the gate by the onset rule (module docstring, step 4) from the per-bin mmse at the bin
+    centres ln_sigma (ascending): r = mmse / sigma^3 [paper eq. 13, sigma coordinate], r_bar = r / max r,
+    c = the upper edge of the segment, reaching down to sigma_min, on which r_bar >= p; interpolated where
+    ln r_bar crosses ln p between the last bin of that segment and the next one up [ours]. 0.0 (no gate)
+    when r_bar < p already at the lowest bin: there is no low-noise segment to cut (e.g. the exact mmse
+    of discrete data, which vanishes faster than sigma^3). The top bin's centre when r_bar >= p all the
+    way up."""
+    ln_sigma, mmse = np.asarray(ln_sigma, dtype=np.float64), np.asarray(mmse, dtype=np.float64)
+    log_r = np.log(np.maximum(mmse, 1e-300)) - 3.0 * ln_sigma
+    log_rbar = log_r - log_r.max()
+    log_p = math.log(threshold)
+    below = np.nonzero(log_rbar < log_p)[0]
+    if not len(below):
+        return float(math.exp(ln_sigma[-1]))
+    k = int(below[0]) - 1                                    # bins 0..k all have r_bar >= p
+    if k < 0:
         return 0.0
-    i = int(under.max())                                 # first bin under p below the band
-    lo, hi = math.log(qn[i]), math.log(qn[i + 1])        # qn[i] < p <= qn[i + 1]
-    t = (math.log(threshold) - lo) / (hi - lo)
-    return math.exp(ln_sigma[i] + t * (ln_sigma[i + 1] - ln_sigma[i]))
+    t = (log_rbar[k] - log_p) / (log_rbar[k] - log_rbar[k + 1])  # log_rbar[k] >= log p > log_rbar[k + 1]
+    return float(math.exp(ln_sigma[k] + t * (ln_sigma[k + 1] - ln_sigma[k])))
 
 
 def gate(sigma: np.ndarray, c: float, power: float) -> np.ndarray:
@@ -105,31 +140,31 @@ class InfoNoise(SigmaDistribution):
 
     name = "infonoise"
 
-    def __init__(self, total_steps: int, sigma_min: float = 0.002, sigma_max: float = 80.0,
-                 bins: int = 128, warmup_frac: float = 0.02, refresh_frac: float = 0.01,
-                 ema: float = 0.9, smoothing: float = 2.0, min_count: int = 8,
-                 gate_power: float = 3.0, gate_threshold: float = 0.002, P_mean: float = -1.2,
+    def __init__(self, sigma_min: float = 0.002, sigma_max: float = 80.0, bins: int = 128,
+                 warmup_img: int = 200_000, refresh_img: int = 50_000, ema: float = 0.9,
+                 smoothing: float = 2.0, min_count: int = 8, gate_power: float = 3.0,
+                 gate_threshold: float = 0.002, gate_c: Optional[float] = None, P_mean: float = -1.2,
                  P_std: float = 1.2, history: int = 64,
                  loss_weight_fn: Optional[Callable[[torch.Tensor], torch.Tensor]] = None):
-        if total_steps is None or int(total_steps) < 1:
-            raise ValueError(f"InfoNoise needs total_steps >= 1 (got {total_steps!r})")
         if not 0 < sigma_min < sigma_max:
             raise ValueError(f"need 0 < sigma_min < sigma_max (got {sigma_min}, {sigma_max})")
         if int(bins) < 2 or not 0 <= ema < 1 or smoothing < 0 or int(min_count) < 1:
             raise ValueError("need bins >= 2, 0 <= ema < 1, smoothing >= 0, min_count >= 1")
         if not 0 < gate_threshold < 1 or gate_power <= 0 or P_std <= 0 or int(history) < 2:
             raise ValueError("need 0 < gate_threshold < 1, gate_power > 0, P_std > 0, history >= 2")
-        if not 0 <= warmup_frac <= 1 or not 0 < refresh_frac <= 1:
-            raise ValueError("need 0 <= warmup_frac <= 1 and 0 < refresh_frac <= 1")
-        self.config = dict(total_steps=int(total_steps), sigma_min=float(sigma_min),
-                           sigma_max=float(sigma_max), bins=int(bins), warmup_frac=float(warmup_frac),
-                           refresh_frac=float(refresh_frac), ema=float(ema), smoothing=float(smoothing),
-                           min_count=int(min_count), gate_power=float(gate_power),
-                           gate_threshold=float(gate_threshold), P_mean=float(P_mean),
+        if gate_c is not None and gate_c < 0:
+            raise ValueError(f"gate_c must be None (onset rule) or >= 0, got {gate_c}")
+        if int(warmup_img) < 0 or int(refresh_img) < 1:
+            raise ValueError(f"need warmup_img >= 0 and refresh_img >= 1 (training images), got "
+                             f"{warmup_img}, {refresh_img}")
+        self.config = dict(sigma_min=float(sigma_min), sigma_max=float(sigma_max), bins=int(bins),
+                           warmup_img=int(warmup_img), refresh_img=int(refresh_img), ema=float(ema),
+                           smoothing=float(smoothing), min_count=int(min_count), gate_power=float(gate_power),
+                           gate_threshold=float(gate_threshold),
+                           gate_c=None if gate_c is None else float(gate_c), P_mean=float(P_mean),
                            P_std=float(P_std), history=int(history))
         self.bins = int(bins)
-        self.warmup_steps = int(round(warmup_frac * total_steps))               # W
-        self.refresh_every = max(1, int(round(refresh_frac * total_steps)))     # K
+        self.warmup_img, self.refresh_img = int(warmup_img), int(refresh_img)
         self.prior = LogNormal(P_mean, P_std)
         self.ln_sigma_min, self.ln_sigma_max = math.log(sigma_min), math.log(sigma_max)
         self.bin_width = (self.ln_sigma_max - self.ln_sigma_min) / self.bins     # h
@@ -140,20 +175,22 @@ class InfoNoise(SigmaDistribution):
         self._mmse_ema = np.full(self.bins, np.nan)       # NaN: never estimated
         self._profile: Optional[dict] = None              # numpy arrays of the last refresh
         self._gate_sigma = math.nan
-        self._step = 0                                    # steps observed
+        self._step = 0                                    # observe() calls (training steps) so far
+        self._nimg = 0                                    # training images observed so far
+        self._next_refresh = self.warmup_img              # images observed at which the next refresh runs
         self._refreshes = 0
         self._profile_step = -1
         self._history: list = []
         self._set_table(None)
 
     @classmethod
-    def from_spec(cls, spec: dict, total_steps: Optional[int] = None) -> "InfoNoise":
+    def from_spec(cls, spec: dict) -> "InfoNoise":
         unknown = set(spec) - set(DEFAULTS)
         if unknown:
-            raise ValueError(f"unknown InfoNoise parameters {sorted(unknown)}; allowed: {sorted(DEFAULTS)}")
-        if total_steps is None:
-            raise ValueError("InfoNoise needs the run's total number of training steps (total_steps)")
-        return cls(total_steps=total_steps, **{**DEFAULTS, **spec})
+            hint = (" (warm-up and refresh are counted in training images: warmup_img, refresh_img)"
+                    if unknown & {"warmup_frac", "refresh_frac"} else "")
+            raise ValueError(f"unknown InfoNoise parameters {sorted(unknown)}{hint}; allowed: {sorted(DEFAULTS)}")
+        return cls(**{**DEFAULTS, **spec})
 
     # ------------------------------------------------------------------ sampling
     @property
@@ -202,8 +239,9 @@ class InfoNoise(SigmaDistribution):
 
     # ------------------------------------------------------------------ estimation
     def observe(self, sigma: torch.Tensor, mse: torch.Tensor, step: int) -> None:
-        """Per step: bin (sigma, mse) on sigma's device with index_add_ (no host sync); refresh on
-        schedule (one host sync per refresh)."""
+        """Per step: bin (sigma, mse) on sigma's device with index_add_ (no host sync); count the batch's
+        images (every sigma drawn is one training image: the whole global batch under data parallelism);
+        refresh when the images observed reach the next refresh point (one host sync per refresh)."""
         sigma, mse = sigma.detach().reshape(-1), mse.detach().reshape(-1)
         if self._sums.device != sigma.device:
             self._sums, self._counts = self._sums.to(sigma.device), self._counts.to(sigma.device)
@@ -212,9 +250,12 @@ class InfoNoise(SigmaDistribution):
         idx = pos.floor_().clamp_(0, self.bins - 1).long()
         self._sums.index_add_(0, idx, torch.where(ok, mse.to(torch.float64), 0.0))
         self._counts.index_add_(0, idx, ok.to(torch.float64))
-        self._step = n = int(step) + 1
-        if n >= self.warmup_steps and (n - self.warmup_steps) % self.refresh_every == 0:
+        self._step = int(step) + 1
+        self._nimg += sigma.numel()
+        if self._nimg >= self._next_refresh:
             self.refresh()
+            behind = (self._nimg - self._next_refresh) // self.refresh_img     # refresh points this batch passed
+            self._next_refresh += (behind + 1) * self.refresh_img
 
     def refresh(self) -> None:
         """Steps 3-5 of the module docstring; rebuilds the sampling table."""
@@ -253,11 +294,12 @@ class InfoNoise(SigmaDistribution):
         y[:lo] = y_seen[0] + 2 * (u[:lo] - u[lo])         # q constant below the lowest seen bin
         # c. smooth ln(mmse) along ln(sigma)
         mmse = np.exp(smooth_local_linear(y, cfg["smoothing"]))
-        # 4. profile, gate
+        # 4. profile over ln sigma: q = mmse/sigma^2 [paper eq. 13 times the Jacobian sigma]; gate [paper eq. 14]
         q = mmse / sigma ** 2
-        c = gate_sigma(u, q, cfg["gate_threshold"])
+        c = gate_sigma(u, mmse, cfg["gate_threshold"]) if cfg["gate_c"] is None else cfg["gate_c"]
         g = gate(sigma, c, cfg["gate_power"])
-        # 5. allocation and sampling density over ln(sigma), piecewise constant on the bins
+        # 5. allocation rho = q g / int q g [paper eq. 14]; pi ~ rho / lambda [paper eq. 15], both over
+        # ln(sigma), piecewise constant on the bins
         rho = q * g
         rho = rho / (rho.sum() * self.bin_width)
         lam = self._loss_weight(sigma)
@@ -304,8 +346,8 @@ class InfoNoise(SigmaDistribution):
     # ------------------------------------------------------------------ checkpoint
     def state_dict(self) -> dict:
         profile = None if self._profile is None else {k: torch.tensor(v) for k, v in self._profile.items()}
-        return dict(version=_STATE_VERSION, config=dict(self.config), step=self._step,
-                    refreshes=self._refreshes, profile_step=self._profile_step,
+        return dict(version=_STATE_VERSION, config=dict(self.config), step=self._step, nimg=self._nimg,
+                    next_refresh=self._next_refresh, refreshes=self._refreshes, profile_step=self._profile_step,
                     sums=self._sums.detach().clone(), counts=self._counts.detach().clone(),
                     mmse_ema=torch.as_tensor(self._mmse_ema.copy()), profile=profile,
                     gate_sigma=float(self._gate_sigma),
@@ -315,7 +357,8 @@ class InfoNoise(SigmaDistribution):
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("version") != _STATE_VERSION:
-            raise ValueError(f"InfoNoise state version {state.get('version')!r}, expected {_STATE_VERSION}")
+            raise ValueError(f"InfoNoise state version {state.get('version')!r}, expected {_STATE_VERSION} (version 1 "
+                             f"counted warm-up and refresh as fractions of the run: retrain)")
         diff = {k: (state["config"].get(k), v) for k, v in self.config.items()
                 if k != "history" and state["config"].get(k) != v}           # history only bounds the log
         if diff:
@@ -328,6 +371,7 @@ class InfoNoise(SigmaDistribution):
             {k: v.cpu().double().numpy().copy() for k, v in state["profile"].items()}
         self._gate_sigma = float(state["gate_sigma"])
         self._step, self._refreshes = int(state["step"]), int(state["refreshes"])
+        self._nimg, self._next_refresh = int(state["nimg"]), int(state["next_refresh"])
         self._profile_step = int(state["profile_step"])
         self._history = [{k: (v.cpu().clone() if torch.is_tensor(v) else v) for k, v in s.items()}
                          for s in state["history"]]

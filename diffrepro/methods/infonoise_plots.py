@@ -1,21 +1,19 @@
 """Figure: how InfoNoise's estimated profile and sampling density moved during training.
 
 Three panels over ln(sigma), one curve per snapshot coloured by training step:
-  (a) the max-normalised profile q/max(q) (log scale) with the gate threshold p and each gate c;
+  (a) the max-normalised sigma-coordinate profile r/max(r), r = mmse/sigma^3 (log scale), on which the
+      onset rule reads the gate threshold p, with each gate c;
   (b) the target allocation rho = q*g / integral(q*g);
   (c) the sampling density pi next to the prior (EDM's log-normal, dashed).
 """
 from __future__ import annotations
 
-import matplotlib
+import numpy as np
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from diffrepro.io import atomic_savefig  # noqa: E402
-from diffrepro.sigma_dist import LogNormal, SigmaDistribution  # noqa: E402
+from diffrepro.io import atomic_savefig
+from diffrepro.plots import plt
+from diffrepro.sigma_dist import LogNormal, SigmaDistribution
 
 __all__ = ["plot_profile"]
 
@@ -47,8 +45,8 @@ def plot_profile(snapshots, path, prior: SigmaDistribution = LogNormal(), max_cu
         cmap = plt.get_cmap("viridis")
         for s in snaps:
             u, color = np.asarray(s["ln_sigma"]), cmap(norm(int(s["step"])))
-            q = np.asarray(s["q"])
-            ax_q.plot(u, q / q.max(), color=color, lw=1.2)
+            r = np.asarray(s["mmse"]) / np.exp(3 * u)        # the sigma-coordinate profile the gate rule reads
+            ax_q.plot(u, r / r.max(), color=color, lw=1.2)
             c = float(s.get("gate_sigma", np.nan))
             if c > 0:
                 ax_q.axvline(np.log(c), color=color, lw=0.8, ls=":")
@@ -69,8 +67,8 @@ def plot_profile(snapshots, path, prior: SigmaDistribution = LogNormal(), max_cu
     ax_pi.plot(grid, prior_density, color="k", ls="--", lw=1.2, label=f"prior ({prior.name})")
     ax_pi.legend(fontsize=7, loc="upper right")
     ax_q.set_yscale("log")
-    ax_q.set_ylim(bottom=1e-5)
-    ax_q.set_title("profile q/max q, q = mmse/$\\sigma^2$ (dotted: gate c)", fontsize=9)
+    ax_q.set_ylim(bottom=1e-8)
+    ax_q.set_title("r/max r, r = mmse/$\\sigma^3$ (dotted: gate c)", fontsize=9)
     ax_rho.set_title("target allocation $\\rho$ (density over ln $\\sigma$)", fontsize=9)
     ax_pi.set_title("sampling density $\\pi$ over ln $\\sigma$", fontsize=9)
     for ax in axes:

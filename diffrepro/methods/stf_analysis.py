@@ -91,11 +91,8 @@ def plot_target_variance(result, path, title: Optional[str] = None):
     """Three panels over log sigma: trace per dimension in image space (linear axis, so the regime where
     both traces vanish shows), the paper's score-space trace (trace / sigma^4, log axis), and the
     STF / baseline ratio with its standard error (undefined, so not drawn, where the baseline is 0)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from ..io import atomic_savefig
+    from ..plots import plt
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), constrained_layout=True)
     groups = sorted(result.groupby("ref_batch"), key=lambda kv: kv[0])

@@ -46,7 +46,8 @@ import torch
 from ..seeding import derive_seed
 
 __all__ = ["NOISE_BLOCK", "sigma_grid", "subset_indices", "noise_rows", "eval_mode", "denoising_errors", "gap_curves",
-           "checkpoint_gap_curves", "summarize_gap", "plot_gap"]
+           "checkpoint_gap_curves", "summarize_gap", "plot_gap", "INTERMEDIATE_SIGMA", "weighted_gap",
+           "gap_significance", "weighted_gap_peak", "intermediate_gap", "heldout_loss"]
 
 NOISE_BLOCK = 256   # rows per seeded noise generator; part of the noise definition, independent of batch_size
 
@@ -292,12 +293,86 @@ def summarize_gap(df: pd.DataFrame, per_example: Optional[pd.DataFrame] = None,
     return pd.DataFrame([_summarize_one(df, per_example)])
 
 
+# ---------------------------------------------------------------------------------------------------------
+# The measurements of claims K1-K2 and S3 (methods.md section 6), from one gap curve: a table with one row per
+# sigma and columns sigma, mse_train, mse_heldout, gap, se_gap (denoising_errors' output, or the aggregated
+# metric rows of one checkpoint pivoted back).
+
+INTERMEDIATE_SIGMA = (0.2, 5.0)     # [ours] "intermediate sigma" of claim K1: between the data's pixel scale
+                                    # (sigma_data = 0.5 / 2.5) and 10 sigma_data; 4 points of the default grid
+
+
+def _edm_lambda(sigma, sigma_data: float = 0.5):
+    return (sigma ** 2 + sigma_data ** 2) / (sigma * sigma_data) ** 2
+
+
+def weighted_gap(curve: pd.DataFrame, kind: str = "relative", sigma_data: float = 0.5):
+    """(sigma, weighted gap, its standard error), sorted by sigma. The unweighted gap is 0 at both ends
+    of the grid by construction (the network is the identity at small sigma, returns the mean at large
+    sigma), so a peak inside the grid says little; weighted curves keep the ends comparable:
+      'relative': gap / mse_train (the held-out error's excess as a fraction of the training error);
+      'lambda':   lambda(sigma) * gap with EDM's loss weight (the gap as the training loss weighs it)."""
+    c = curve.sort_values("sigma")
+    sigma = c["sigma"].to_numpy(dtype=np.float64)
+    gap, se = c["gap"].to_numpy(dtype=np.float64), c["se_gap"].to_numpy(dtype=np.float64)
+    if kind == "relative":
+        scale = 1.0 / c["mse_train"].to_numpy(dtype=np.float64)
+    elif kind == "lambda":
+        scale = _edm_lambda(sigma, sigma_data)
+    else:
+        raise ValueError(f"kind must be 'relative' or 'lambda', got {kind!r}")
+    return sigma, gap * scale, se * scale
+
+
+def gap_significance(curve: pd.DataFrame) -> float:
+    """max over sigma of gap / se_gap: how many standard errors the largest gap stands above 0. [ours] A
+    run overfits measurably when this exceeds 3 (a one-sided 3-se excursion at any of 12 noise levels
+    happens by chance with probability ~1.6%)."""
+    se = curve["se_gap"].to_numpy(dtype=np.float64)
+    z = np.where(se > 0, curve["gap"].to_numpy(dtype=np.float64) / np.where(se > 0, se, 1.0), 0.0)
+    return float(z.max()) if len(z) else float("nan")
+
+
+def weighted_gap_peak(curve: pd.DataFrame, kind: str = "relative", z: float = 1.959964) -> dict:
+    """Where the weighted gap peaks and whether the peak stands above both grid ends:
+    peak_sigma, peak (value), interior (not an end), and for an interior peak margin_lo = min over the
+    two ends of (peak - end) - z * sqrt(se_peak^2 + se_end^2): > 0 when the peak stands above both ends
+    at the ~95% level (conservative: the examples shared between noise levels are treated as
+    independent); nan for a peak at an end."""
+    sigma, w, se = weighted_gap(curve, kind)
+    k = int(np.argmax(w))
+    ends = (0, len(w) - 1)
+    margins = [(w[k] - w[e]) - z * math.hypot(se[k], se[e]) for e in ends]
+    return dict(peak_sigma=float(sigma[k]), peak=float(w[k]), interior=bool(k not in ends),
+                margin_lo=float(min(margins)) if k not in ends else float("nan"))
+
+
+def intermediate_gap(curve: pd.DataFrame, band=INTERMEDIATE_SIGMA) -> float:
+    """Mean unweighted gap over the grid points with band[0] <= sigma <= band[1] (claim K1: the denoiser's
+    overfitting where noisy training inputs still identify their image)."""
+    m = curve[(curve["sigma"] >= band[0]) & (curve["sigma"] <= band[1])]
+    if m.empty:
+        raise ValueError(f"no grid point in {band}")
+    return float(m["gap"].mean())
+
+
+def heldout_loss(curve: pd.DataFrame, P_mean: float = -1.2, P_std: float = 1.2, sigma_data: float = 0.5,
+                 column: str = "mse_heldout") -> float:
+    """EDM's training objective evaluated on held-out data, per dimension: sum_j w_j lambda(sigma_j)
+    mse(sigma_j), w_j the log-normal density of ln sigma at the grid points normalized to 1 (the grid is
+    uniform in ln sigma). Rising over training = the model gets worse on data it has not seen (claim S3)."""
+    c = curve.sort_values("sigma")
+    sigma = c["sigma"].to_numpy(dtype=np.float64)
+    w = np.exp(-0.5 * ((np.log(sigma) - P_mean) / P_std) ** 2)
+    w = w / w.sum()
+    return float((w * _edm_lambda(sigma, sigma_data) * c[column].to_numpy(dtype=np.float64)).sum())
+
+
 def plot_gap(df: pd.DataFrame, path, title: Optional[str] = None):
     """Left: gap(sigma) per checkpoint (log sigma, +-1 se band), colour = step. Right: heat map step x sigma."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib import colors
+
+    from ..plots import plt
 
     from ..io import atomic_savefig
 

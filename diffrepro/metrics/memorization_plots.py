@@ -3,13 +3,10 @@ from __future__ import annotations
 
 import math
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from diffrepro.io import atomic_savefig  # noqa: E402
+from diffrepro.io import atomic_savefig
+from diffrepro.plots import plt
 
 __all__ = ["plot_memorized_pairs"]
 

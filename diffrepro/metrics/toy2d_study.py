@@ -12,6 +12,9 @@ or dense data support gives a smooth, generalizing field. This module measures b
   * `field_error`: ||D_theta - D*|| per sigma, on the grid and on noised training points;
   * `fraction_near_training`: the fraction of samples within eps (L2) of a training point (exact
     nearest neighbours), beside Gu et al.'s ratio criterion d1/d2 < 1/3;
+  * `gu_chance_level`, `chance_corrected`: in 2D, Gu's criterion passes by chance (about 11% of points
+    drawn from locally uniform data have d1/d2 < 1/3), so a Gu fraction f is reported against the
+    fraction of fresh draws of the true distribution that pass, as (f - chance) / (1 - chance);
   * `toy_sweep`: MLPs trained with the real loop (Trainer + EDMPrecond + DenoisingLoss(LogNormal()))
     over model width, training-set size N and training steps, sampled with EDM's Heun sampler;
   * plots: `plot_flow_fields`, `plot_memorization_sweep`.
@@ -34,6 +37,7 @@ from ..io import atomic_savefig
 from .memorization import GU_THRESHOLD, memorization_scores, nearest_neighbours
 
 __all__ = ["FlowField", "flow_field", "denoiser_divergence", "field_error", "NearTraining", "fraction_near_training",
+           "gu_chance_level", "chance_corrected",
            "ToySweep", "toy_sweep", "train_toy_mlp", "sample_points", "sample_fraction", "plot_flow_fields",
            "plot_memorization_sweep", "DEFAULT_SIGMAS"]
 
@@ -193,6 +197,23 @@ def fraction_near_training(samples, train, eps=0.02, threshold: float = GU_THRES
     return NearTraining(eps=eps_t, fraction=frac, fraction_gu=float(gu), d1=d1, nearest=nearest, ratio=ratio)
 
 
+def gu_chance_level(fresh, train, threshold: float = GU_THRESHOLD) -> float:
+    """Chance level of Gu's criterion: the fraction of `fresh` points (new draws of the true data
+    distribution, never trained on) whose nearest / second-nearest training distance ratio is below
+    `threshold`. A perfectly generalizing model scores this, not 0. For N training points locally
+    uniform in 2D (a Poisson process), d1/d2 < t has probability t^2: 1/9 = 11.1% at t = 1/3."""
+    return float(fraction_near_training(fresh, train, eps=0.0, threshold=threshold).fraction_gu)
+
+
+def chance_corrected(fraction, chance):
+    """(fraction - chance) / (1 - chance): 0 at the chance level, 1 when every sample passes; negative
+    below chance. nan when chance >= 1."""
+    fraction, chance = np.asarray(fraction, dtype=np.float64), np.asarray(chance, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.where(chance < 1, (fraction - chance) / (1 - chance), np.nan)
+    return out if out.ndim else float(out)
+
+
 # ----------------------------------------------------------------------------------------------------
 # training and sampling (the real loop)
 
@@ -264,7 +285,9 @@ class ToySweep:
       appears once per factor). Columns: dataset, factor, model ('mlp' | 'ideal'), width, n_train,
       step, eps, fraction, fraction_gu, fraction_heldout (fresh draws of the true distribution within
       eps of the training set: what a perfectly generalizing model would score; it rises with N as the
-      data get dense), excess = fraction - fraction_heldout, n_params (of F; nan for D*), n_samples, seed.
+      data get dense), excess = fraction - fraction_heldout, fraction_gu_chance (the Gu fraction of the
+      same fresh draws: gu_chance_level), fraction_gu_corrected = chance_corrected(fraction_gu,
+      fraction_gu_chance), n_params (of F; nan for D*), n_samples, seed.
     evaluations: every (run, checkpoint) evaluated, same columns without 'factor'.
     models: {(width, n_train, step): EMA denoiser (EDMPrecond; its state_dict is what models.save_model
       takes as ema_state)}; net_cfgs: {width: network config for models.save_model / load_model};
@@ -302,12 +325,16 @@ def toy_sweep(dataset: str = "gmm", widths: Sequence[int] = (32, 128, 512),
     runs = sorted({(w, base_n) for w in widths} | {(base_width, n) for n in n_trains} | {(base_width, base_n)})
     train_sets = {n: make_toy(dataset, n, seed=data_seed) for n in sorted({n for _, n in runs})}
     heldout = make_toy(dataset, n_samples, seed=data_seed + 10_007)
-    heldout_frac = {n: fraction_near_training(heldout, x, eps_t).fraction for n, x in train_sets.items()}
+    heldout_near = {n: fraction_near_training(heldout, x, eps_t) for n, x in train_sets.items()}
+    heldout_frac = {n: h.fraction for n, h in heldout_near.items()}
+    gu_chance = {n: h.fraction_gu for n, h in heldout_near.items()}        # = gu_chance_level(heldout, x)
 
     def rows_for(model_kind, w, n, s, near):
         return [dict(dataset=dataset, model=model_kind, width=w, n_train=n, step=s, eps=e, fraction=f,
                      fraction_gu=near.fraction_gu, fraction_heldout=heldout_frac[n][i],
-                     excess=f - heldout_frac[n][i], n_params=n_params.get(w, float("nan")), n_samples=n_samples,
+                     excess=f - heldout_frac[n][i], fraction_gu_chance=gu_chance[n],
+                     fraction_gu_corrected=chance_corrected(near.fraction_gu, gu_chance[n]),
+                     n_params=n_params.get(w, float("nan")), n_samples=n_samples,
                      seed=seed) for i, (e, f) in enumerate(zip(near.eps, near.fraction))]
 
     from ..nets import count_parameters
@@ -352,9 +379,7 @@ def toy_sweep(dataset: str = "gmm", widths: Sequence[int] = (32, 128, 512),
 # plots
 
 def _plt():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from ..plots import plt
     return plt
 
 
@@ -427,7 +452,8 @@ def plot_memorization_sweep(df: pd.DataFrame, path=None, *, eps: Optional[float]
     `ToySweep.table` (needs columns factor, width, n_train, step, fraction; optional: model, eps,
     fraction_gu, fraction_heldout). Rows of one eps are used (default: the smallest); seeds are
     averaged. Solid: within eps; dotted grey: fresh data within eps (chance level, rises with N as the
-    data get dense); dash-dot: the excess over it; dashed: Gu's ratio criterion; stars: ideal D*."""
+    data get dense); dash-dot: the excess over it; dashed: Gu's ratio criterion, chance-corrected when
+    the table has fraction_gu_corrected; stars: ideal D*."""
     plt = _plt()
     from matplotlib.ticker import FixedLocator, NullLocator
 
@@ -450,8 +476,11 @@ def plot_memorization_sweep(df: pd.DataFrame, path=None, *, eps: Optional[float]
             if "fraction_heldout" in g:
                 ax.plot(g.index, g["fraction_heldout"], ":", color="0.5", label="fresh data within ε (chance)")
                 ax.plot(g.index, g["fraction"] - g["fraction_heldout"], "^-.", color="C2", label="excess over chance")
-            if "fraction_gu" in g:
-                ax.plot(g.index, g["fraction_gu"], "s--", color="C1", label="Gu: d1/d2 < 1/3")
+            if "fraction_gu_corrected" in g:     # Gu's criterion passes ~11% of 2D points by chance
+                ax.plot(g.index, g["fraction_gu_corrected"], "s--", color="C1",
+                        label="Gu d1/d2 < 1/3, chance-corrected")
+            elif "fraction_gu" in g:
+                ax.plot(g.index, g["fraction_gu"], "s--", color="C1", label="Gu: d1/d2 < 1/3 (not chance-corrected)")
         if not ideal.empty:
             gi = ideal.groupby(factor).mean(numeric_only=True).sort_index()
             ax.plot(gi.index, gi["fraction"], "*", color="C3", ms=11, label="ideal D*, within ε")

@@ -16,6 +16,14 @@ Per step i, with d values per example and Y = {y_j} the training set:
     e_traj  = ||D_theta(x_i; sigma_i) - D*(x_i; sigma_i)||^2 / d          on trajectory points
     e_train = ||D_theta(x; sigma_i)   - D*(x; sigma_i)||^2 / d            on the noised training points
     r_overlap = fraction of trajectory points with r_traj inside r_train's central 5%-95% range
+    w_max, n_eff = posterior concentration of the ideal denoiser at x (posterior_concentration): the
+              largest posterior weight w_j = softmax_j(-||x - y_j||^2 / (2 sigma_i^2)) and the effective
+              number of training points 1 / sum_j w_j^2, on trajectory points and on noised training
+              points (claim K3: trajectories stay away from noisy training data where the posterior of a
+              noised training point still singles out its own image). At sigma far below the spacing
+              of the training points every point's posterior sits on its nearest training point
+              (w_max -> 1 for trajectories and noised data alike): the measure separates the two only
+              at intermediate sigma, where claim K3 reads it (the gap's peak)
 
 r_train is sqrt(chi2_d / d) when y_k is its own nearest training point (mean sqrt(2/d) G((d+1)/2) / G(d/2),
 about 1 - 1/(4d); 0.886 for d = 2), a little less when another training point is nearer (large sigma).
@@ -46,6 +54,7 @@ from .generalization import _as_tensor, _infer_device, eval_mode, subset_indices
 from .memorization import MemorizationScores, memorization_scores
 
 __all__ = ["TrajectoryAnalysis", "trajectory_statistics", "nearest_train_distance", "nearest_train_ratio",
+           "posterior_concentration",
            "noised_training_points", "step_table", "chi_mean", "plot_trajectory"]
 
 QUANTILES = (0.05, 0.25, 0.75, 0.95)
@@ -69,6 +78,10 @@ class TrajectoryAnalysis:
     samples: torch.Tensor               # (B, ...) final samples x_N
     memorization: Optional[MemorizationScores] = None
     extra: dict = field(default_factory=dict)
+    w_max_traj: Optional[np.ndarray] = None    # (N, B) largest posterior weight of D* at x_i
+    w_max_train: Optional[np.ndarray] = None   # (N, M) the same at the noised training points
+    n_eff_traj: Optional[np.ndarray] = None    # (N, B) 1 / sum_j w_j^2
+    n_eff_train: Optional[np.ndarray] = None   # (N, M)
 
     def summary(self) -> dict:
         out = dict(n_steps=len(self.sigmas), n_samples=int(self.r_traj.shape[1]),
@@ -117,6 +130,39 @@ def nearest_train_distance(points: torch.Tensor, ideal: IdealDenoiser, query_chu
         dist[q:q + query_chunk] = (x - data[best_i]).square().sum(1).sqrt()
         index[q:q + query_chunk] = best_i
     return dist, index
+
+
+@torch.no_grad()
+def posterior_concentration(points: torch.Tensor, sigma: float, ideal: IdealDenoiser, query_chunk: int = 1024,
+                            train_chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """How concentrated the ideal denoiser's posterior over the training points is at each point x:
+    with w_j = softmax_j(-||x - y_j||^2 / (2 sigma^2)) (the weights D* averages the y_j with), returns
+    (max_j w_j, 1 / sum_j w_j^2), float64 on the device of `ideal`. max w = 1 and n_eff = 1 when one
+    training point takes all the posterior (x sits on it, relative to sigma); max w = 1/N and n_eff = N
+    when all are equally likely. Streaming log-sum-exp over chunks of the training set: logits l_j, their
+    running max m, S1 = sum exp(l_j - m), S2 = sum exp(2 (l_j - m)); max w = 1 / S1, n_eff = S1^2 / S2."""
+    data, sq_norms = ideal.data, ideal.sq_norms
+    x_all = points.reshape(points.shape[0], -1).to(device=data.device, dtype=torch.float64)
+    w_max = torch.empty(x_all.shape[0], dtype=torch.float64, device=data.device)
+    n_eff = torch.empty_like(w_max)
+    inv = 1.0 / (2.0 * float(sigma) ** 2)
+    for q in range(0, x_all.shape[0], query_chunk):
+        x = x_all[q:q + query_chunk]
+        x_sq = (x * x).sum(1, keepdim=True)
+        m = torch.full((x.shape[0], 1), -torch.inf, dtype=torch.float64, device=data.device)
+        s1 = torch.zeros_like(m)
+        s2 = torch.zeros_like(m)
+        for r in range(0, data.shape[0], train_chunk):
+            logits = -(x_sq + sq_norms[None, r:r + train_chunk] - 2 * x @ data[r:r + train_chunk].T).clamp_min(0) * inv
+            new_m = torch.maximum(m, logits.max(1, keepdim=True).values)
+            scale = (m - new_m).exp()
+            e = (logits - new_m).exp()
+            s1 = s1 * scale + e.sum(1, keepdim=True)
+            s2 = s2 * scale ** 2 + (e * e).sum(1, keepdim=True)
+            m = new_m
+        w_max[q:q + query_chunk] = (1.0 / s1).squeeze(1)
+        n_eff[q:q + query_chunk] = (s1 * s1 / s2).squeeze(1)
+    return w_max, n_eff
 
 
 def nearest_train_ratio(points, sigma, train, ideal: Optional[IdealDenoiser] = None) -> tuple[np.ndarray, np.ndarray]:
@@ -184,6 +230,8 @@ def _trajectory_statistics(denoiser, train, n_samples, seeds, sampler_kwargs, re
     e_traj = torch.empty(n_steps, n_traj, dtype=torch.float64, device=device)
     e_train = torch.empty(n_steps, m, dtype=torch.float64, device=device)
     r_all = torch.empty(n_steps, n_traj + m, dtype=torch.float64, device=device)
+    w_all = torch.empty(n_steps, n_traj + m, dtype=torch.float64, device=device)
+    n_all = torch.empty(n_steps, n_traj + m, dtype=torch.float64, device=device)
     nearest = torch.empty(n_steps, n_traj, dtype=torch.int64, device=device)
     for i, sigma in enumerate(sigmas):
         x_traj = result.trajectory[i].to(device)
@@ -194,9 +242,12 @@ def _trajectory_statistics(denoiser, train, n_samples, seeds, sampler_kwargs, re
         for a in range(0, m, batch_size):
             x = x_noised[a:a + batch_size]
             e_train[i, a:a + batch_size] = _sq_err(denoiser(x, sigma, None).to(traj_dtype), ideal(x, sigma))
-        dist, j = nearest_train_distance(torch.cat([x_traj, x_noised]), ideal, query_chunk=batch_size)
+        both = torch.cat([x_traj, x_noised])
+        dist, j = nearest_train_distance(both, ideal, query_chunk=batch_size)
         r_all[i], nearest[i] = dist / (sigma * math.sqrt(d)), j[:n_traj]
+        w_all[i], n_all[i] = posterior_concentration(both, sigma, ideal, query_chunk=batch_size)
     r_all, nearest = r_all.cpu().numpy(), nearest.cpu().numpy()
+    w_all, n_all = w_all.cpu().numpy(), n_all.cpu().numpy()
     r_traj, r_train = r_all[:, :n_traj], r_all[:, n_traj:]
     e_traj, e_train = e_traj.cpu().numpy(), e_train.cpu().numpy()
 
@@ -204,10 +255,14 @@ def _trajectory_statistics(denoiser, train, n_samples, seeds, sampler_kwargs, re
     if memorization:
         scores = memorization_scores(result.samples.to(device), Y, device=device)
     steps = step_table(np.array(sigmas), r_traj, r_train, e_traj, e_train, quantiles)
+    for name, a in (("w_max", w_all), ("n_eff", n_all)):     # posterior concentration (claim K3): medians
+        steps[f"{name}_traj"], steps[f"{name}_train"] = np.median(a[:, :n_traj], 1), np.median(a[:, n_traj:], 1)
     return TrajectoryAnalysis(steps=steps, sigmas=np.array(sigmas), r_traj=r_traj, r_train=r_train, e_traj=e_traj,
                               e_train=e_train, nearest_traj=nearest, train_index=train_index.numpy(),
                               samples=result.samples, memorization=scores,
-                              extra=dict(nfe=result.nfe, dim=d, sampler_kwargs=dict(sampler_kwargs or {})))
+                              extra=dict(nfe=result.nfe, dim=d, sampler_kwargs=dict(sampler_kwargs or {})),
+                              w_max_traj=w_all[:, :n_traj], w_max_train=w_all[:, n_traj:],
+                              n_eff_traj=n_all[:, :n_traj], n_eff_train=n_all[:, n_traj:])
 
 
 def _qname(q: float) -> str:
@@ -239,9 +294,7 @@ def step_table(sigmas, r_traj, r_train, e_traj, e_train, quantiles: Sequence[flo
 def plot_trajectory(df: pd.DataFrame, path, title: Optional[str] = None, by: str = "model"):
     """Left: r_traj vs r_train over sigma (median, 5-95% band). Right: e_traj vs e_train (mean +- se).
     Several analyses can share one figure: stack their step tables with a `by` column (e.g. model)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from ..plots import plt
 
     from ..io import atomic_savefig
 

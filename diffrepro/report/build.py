@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..io import atomic_write_json, atomic_write_text
-from .claims import NOT_RUN, claims_table, ensure_columns
+from .claims import NOT_RUN, budget_of, claims_table, ensure_columns
 from .doc import Doc
 from .figures import FIGURES
 
@@ -20,14 +20,26 @@ HOW_TO_READ = (
     "the number of samples and on the reference set, so compare only numbers with equal counts, and "
     "do not compare them with papers' FIDs (50k samples, different resizing). Memorization follows Gu "
     "et al. (2023): a sample is memorized when its nearest training image is closer than a third of the "
-    "distance to the second nearest (pixel L2). ± is the standard deviation over seeds (n = seeds).")
+    "distance to the second nearest (pixel L2). Numbers are seed means with a 95% interval in brackets "
+    "(Student t with n - 1 degrees of freedom; n = seeds; no interval with one seed).")
+
+VERDICT_RULE = (
+    "How a row decides (methods.md section 6): each arm's seed mean and 95% t interval; the compared "
+    "quantity (difference of means: Welch; ratio of means: bootstrap over seeds) with its 95% interval. "
+    "*agrees* when that interval lies on the paper's side, *disagrees* when it lies on the other side "
+    "(for 'stays competitive': when it excludes the margin), *inconclusive* otherwise. A row decides only "
+    "when every arm has 3 seeds (2 for the memorization sweep) and every run was trained to the budget T "
+    "that the pilot run fixes; otherwise it is inconclusive and the reason says what is missing.")
 
 
-def _mean_std(df: pd.DataFrame, by, value="value") -> pd.DataFrame:
-    g = df.groupby(by, dropna=False)[value].agg(["mean", "std", "count"]).reset_index()
-    g["value"] = [f"{m:.4g}" + (f" ± {s:.2g}" if c > 1 else "") + f" (n={c})"
-                  for m, s, c in zip(g["mean"], g["std"].fillna(0), g["count"])]
-    return g
+def _mean_ci(df: pd.DataFrame, by, value="value") -> pd.DataFrame:
+    from .stats import arm
+
+    rows = []
+    for key, g in df.groupby(by, dropna=False):
+        a = arm("", g[value].to_numpy(dtype=float))
+        rows.append({**dict(zip(by, key if isinstance(key, tuple) else (key,))), "value": a.text(".4g")})
+    return pd.DataFrame(rows)
 
 
 def fid_table(df):
@@ -35,8 +47,10 @@ def fid_table(df):
     if d.empty:
         return pd.DataFrame()
     by = ["dataset", "n_train", "method", "training", "sampling", "nfe", "num_samples", "fid_ref_count"]
-    t = _mean_std(d, by)
+    t = _mean_ci(d, by)
     t["fid_ref_count"] = t["fid_ref_count"].map(lambda c: "whole training split" if pd.isna(c) else int(c))
+    t["nfe"] = t["nfe"].map(lambda v: "–" if pd.isna(v) else int(v))
+    t["num_samples"] = t["num_samples"].map(lambda v: "–" if pd.isna(v) else int(v))
     return t[by + ["value"]].rename(columns={"n_train": "N", "value": "FID (clean)", "num_samples": "samples",
                                              "fid_ref_count": "reference images"})
 
@@ -48,10 +62,22 @@ def memorization_table(df):
     by = ["dataset", "n_train", "method", "training", "sampling", "num_samples"]
     parts = []
     for metric, label in (("mem_fraction_memorized", "fraction memorized"), ("mem_median_ratio", "median d1/d2")):
-        t = _mean_std(d[d["metric"] == metric], by).rename(columns={"value": label})
+        t = _mean_ci(d[d["metric"] == metric], by).rename(columns={"value": label})
         parts.append(t[by + [label]])
     t = parts[0].merge(parts[1], on=by, how="outer")
     return t.rename(columns={"n_train": "N", "num_samples": "samples"})
+
+
+def toy_table(df):
+    """The 2D toy study's memorization, chance-corrected (Gu's criterion passes ~11% of 2D points by chance)."""
+    d = df[df["metric"].isin(["toy_fraction_gu", "toy_fraction_gu_chance", "toy_fraction_gu_corrected"])]
+    if d.empty:
+        return pd.DataFrame()
+    t = d.pivot_table(index=["factor", "model", "toy_width", "toy_n", "step"], columns="metric", values="value",
+                      aggfunc="mean", dropna=False).reset_index().dropna(subset=["toy_fraction_gu"])
+    return t.rename(columns={"toy_fraction_gu": "Gu fraction", "toy_fraction_gu_chance": "chance level",
+                             "toy_fraction_gu_corrected": "chance-corrected", "toy_width": "width",
+                             "toy_n": "N"})
 
 
 def runs_table(df):
@@ -91,7 +117,8 @@ def _copy_eval_images(df, fig_dir: Path):
     return out
 
 
-def build_report(df: pd.DataFrame, profile: str, out_dir) -> dict:
+def build_report(df: pd.DataFrame, profile: str, out_dir, budget_img: float | None = None) -> dict:
+    """budget_img: the budget T in training images when given; else the pilot run in `df` fixes it."""
     df = ensure_columns(df)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -108,14 +135,21 @@ def build_report(df: pd.DataFrame, profile: str, out_dir) -> dict:
         doc.h("How to read this report")
         doc.p(HOW_TO_READ)
 
-        claims = claims_table(df)
+        claims = claims_table(df, budget_img)
         doc.h("Claims")
-        doc.table(claims, "One row per claim; verdicts follow the rule in each row's reason.")
+        doc.p(VERDICT_RULE)
+        doc.p(f"Budget: {budget_of(df, budget_img).text()}.")
+        doc.table(claims, "One row per claim of methods.md section 6.")
 
         doc.h("FID")
-        doc.table(fid_table(df), "FID by dataset size, method and sampler; mean ± std over seeds.")
+        doc.table(fid_table(df), "FID by dataset size, method and sampler; seed mean [95% interval] (n).")
         doc.h("Memorization")
         doc.table(memorization_table(df), "Memorization (Gu et al. criterion) of the generated samples.")
+        toy = toy_table(df)
+        if not toy.empty:
+            doc.h("2D toy study")
+            doc.table(toy, "Samples passing Gu's criterion, its chance level (fresh draws of the true distribution "
+                           "that pass) and (fraction - chance) / (1 - chance).")
 
         doc.h("Figures")
         made = []

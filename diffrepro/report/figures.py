@@ -1,223 +1,319 @@
-"""Figures of the report, drawn from the tidy metrics table."""
+"""Figures of the report, drawn from the tidy metrics table: one panel per claim or comparison, at most six
+arms per panel, each arm a distinct colour and marker, seeds as a shaded 95% band around their mean
+(diffrepro.plots), log axes where values span decades."""
 from __future__ import annotations
 
-import matplotlib
+import math
+from typing import Callable, List, Tuple
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+import numpy as np
+import pandas as pd
 
-from ..io import atomic_savefig  # noqa: E402
-from .claims import primary  # noqa: E402
+from ..plots import MAX_LINES, groups, log_if_spans, panels, plt, save, seed_band
+from .claims import _baseline, _gap_curves, budget_of, primary
 
-
-def _run_label(g: pd.DataFrame, with_data=True) -> str:
-    """`fmnist N=500 edm small-gpu s0` for the rows of one run (integer columns may arrive as floats)."""
-    first = g.iloc[0]
-    training = f" {first['training']}" if isinstance(first.get("training"), str) else ""
-    label = f"{first['method']}{training} s{int(first['seed'])}"
-    return f"{first['dataset']} N={int(first['n_train'])} {label}" if with_data else label
-
-
-def _style(i: int) -> dict:
-    """Colour and line style of the i-th line: ten colours, then the same colours dashed, then dotted."""
-    return {"color": f"C{i % 10}", "ls": ("-", "--", ":")[(i // 10) % 3]}
+# The comparisons of the claims table: which runs share a panel (besides the EDM baseline).
+COMPARISONS: List[Tuple[str, Callable[[pd.DataFrame], pd.Series]]] = [
+    ("EDM vs VP vs VE (E2)", lambda d: d["precond"].isin(["vp", "ve"]) & (d["mask_ratio"].fillna(0) == 0)),
+    ("masking (S1)", lambda d: (d["mask_ratio"].fillna(0) > 0) & (d["target"].fillna("none") == "none")
+     & (d["sigma_dist"].fillna("lognormal") == "lognormal")),
+    ("InfoNoise (I1)", lambda d: (d["sigma_dist"] == "infonoise") & (d["mask_ratio"].fillna(0) == 0)
+     & (d["target"].fillna("none") == "none")),
+    ("STF (T2)", lambda d: (d["target"] == "stf") & (d["mask_ratio"].fillna(0) == 0)
+     & (d["sigma_dist"].fillna("lognormal") == "lognormal")),
+]
 
 
-def _save(fig, path):
-    fig.tight_layout()
-    atomic_savefig(path, fig, dpi=120)
-    plt.close(fig)
+def _arm_label(g: pd.DataFrame) -> str:
+    f = g.iloc[0]
+    label = str(f["method"])
+    if isinstance(f.get("network"), str):
+        label += f" ({f['network']})"
+    return label
 
 
-def _panels(d: pd.DataFrame, width: float):
-    """One axes per (dataset, N) in `d`, side by side: (figure, [(axes, (dataset, N), rows)])."""
-    groups = list(d.groupby(["dataset", "n_train"]))
-    fig, axes = plt.subplots(1, len(groups), figsize=(width * len(groups), 3.4), squeeze=False)
-    return fig, list(zip(axes[0], groups))
+def _bands(ax, d: pd.DataFrame, x: str, arm_cols: List[str], label=_arm_label, value: str = "value", **kw) -> list:
+    """Seed bands of `value` against `x`, one per arm (rows grouped by arm_cols; the seeds are the runs)."""
+    values = []
+    arms = sorted(d.groupby(arm_cols, dropna=False), key=lambda kv: str(kv[0]))[:MAX_LINES]
+    for i, (_, g) in enumerate(arms):
+        per = g.groupby([x, "run"])[value].mean().reset_index()
+        xs = sorted(per[x].unique())
+        seed_band(ax, xs, [per[per[x] == v][value].tolist() for v in xs], label(g), i, **kw)
+        values += per[value].tolist()
+    return values
+
+
+def _split(todo, arm_cols: List[str]):
+    """Panels with more than MAX_LINES arms become several panels of at most MAX_LINES arms each."""
+    out = []
+    for title, g in todo:
+        keys = sorted(g.groupby(arm_cols, dropna=False).groups, key=str)
+        if len(keys) <= MAX_LINES:
+            out.append((title, g))
+            continue
+        chunks = groups(keys)
+        idx = g.set_index(arm_cols).index
+        for k, chunk in enumerate(chunks):
+            out.append((f"{title} ({k + 1}/{len(chunks)})", g[idx.isin(chunk)]))
+    return out
+
+
+def _comparison_panels(d: pd.DataFrame):
+    """[(title, rows)] for each comparison with >= 2 arms in one (dataset, N, training) setting."""
+    out = []
+    for (ds, n, tr), g in d.groupby(["dataset", "n_train", "training"]):
+        base = g[_baseline(g)]
+        for name, pick in COMPARISONS:
+            other = g[pick(g)]
+            if len(other) and len(base):
+                out.append((f"{name}: {ds} N={int(n)}, {tr}", pd.concat([base, other])))
+    return out
+
+
+ARM = ["method", "network", "training"]
+
+
+def fid_vs_steps(df: pd.DataFrame, path) -> bool:
+    d = df[df["metric"] == "fid_ckpt"]
+    todo = _split(_comparison_panels(d), ARM)
+    if not todo:
+        return False
+    fig, axes = panels(len(todo))
+    for ax, (title, g) in zip(axes, todo):
+        vals = _bands(ax, g, "step", ARM)
+        log_if_spans(ax, vals, decades=0.5)
+        ax.set(title=title, xlabel="training step", ylabel=f"FID ({int(g['num_samples'].max())} samples)")
+        ax.legend(fontsize=7)
+    save(fig, path)
+    return True
 
 
 def loss_curves(df: pd.DataFrame, path) -> bool:
     d = df[df["metric"] == "train_loss"]
-    if d.empty:
+    todo = _split(_comparison_panels(d), ARM)
+    if not todo:
         return False
-    fig, panels = _panels(d, 4.5)
-    for ax, ((ds, n), g) in panels:
-        for run, r in g.groupby("run"):
-            label = _run_label(r, with_data=False)
-            ax.plot(r["step"], r["value"], label=label, lw=1.2)
-        ax.set(title=f"{ds}, N={n}", xlabel="step", ylabel="training loss (weighted)")
+    fig, axes = panels(len(todo))
+    for ax, (title, g) in zip(axes, todo):
+        _bands(ax, g, "step", ARM)
         ax.set_yscale("log")
+        ax.set(title=title, xlabel="training step", ylabel="training loss (weighted, per window)")
         ax.legend(fontsize=7)
-    _save(fig, path)
+    save(fig, path)
     return True
 
 
-def sigma_profile(df: pd.DataFrame, path) -> bool:
-    """Final per-sigma-bin unweighted MSE (denoising error vs noise level) per run."""
-    d = df[(df["metric"] == "bin_mse") & df["sigma"].notna()]
+def pilot_curve(df: pd.DataFrame, path) -> bool:
+    from .claims import PILOT_TRAINING
+    d = df[(df["training"] == PILOT_TRAINING) & (df["metric"] == "fid_ckpt")]
     if d.empty:
         return False
-    last = d[d["step"] == d.groupby("run")["step"].transform("max")]
-    fig, panels = _panels(last, 4.5)
-    for ax, ((ds, n), g) in panels:
-        for run, r in g.groupby("run"):
-            r = r.sort_values("sigma")
-            ax.plot(r["sigma"], r["value"], marker="o", ms=3, lw=1, label=_run_label(r, with_data=False))
-        ax.set(xscale="log", yscale="log", title=f"{ds}, N={n}", xlabel="sigma", ylabel="MSE per dim (last log window)")
-        ax.legend(fontsize=7)
-    _save(fig, path)
+    budget = budget_of(df)
+    t = df[(df["run"].isin(d["run"])) & (df["metric"] == "train_loss") & (df["step"] > 0)]
+    batch = float((t["nimg"] / t["step"]).median()) if len(t) else 1.0
+    fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    for i, (run, g) in enumerate(d.groupby("run")):
+        g = g.groupby("step")["value"].mean()
+        ax.plot(g.index * batch / 1e6, g.to_numpy(), marker="o", ms=3, label="pilot (EDM, full set)")
+    if budget.T_img:
+        ax.axvline(budget.T_img / 1e6, color="k", ls="--", lw=1, label=f"T = {budget.T_img / 1e6:.3g} Mimg")
+    log_if_spans(ax, d["value"], decades=0.5)
+    ax.set(xlabel="training images (millions)", ylabel=f"FID ({int(d['num_samples'].max())} samples)",
+           title="pilot: the budget T (FID moves < 5% over the last quarter)")
+    ax.legend(fontsize=7)
+    save(fig, path)
     return True
 
 
 def memorization_vs_n(df: pd.DataFrame, path) -> bool:
-    d = primary(df[df["metric"] == "mem_fraction_memorized"])  # a sampler sweep is not extra seeds
+    d = primary(df[df["metric"] == "mem_fraction_memorized"])
     if d.empty or d["n_train"].nunique() < 2:
         return False
-    fig, ax = plt.subplots(figsize=(4.8, 3.4))
-    for i, ((ds, method, training), g) in enumerate(d.groupby(["dataset", "method", "training"])):
-        st = g.groupby("n_train")["value"].agg(["mean", "std"]).reset_index()
-        ax.errorbar(st["n_train"], st["mean"], yerr=st["std"].fillna(0), marker="o", capsize=3,
-                    label=f"{ds} {method} {training}", **_style(i))
-    ax.set(xscale="log", xlabel="training set size N", ylabel="fraction memorized (d1/d2 < 1/3)")
-    ax.legend(fontsize=7)
-    _save(fig, path)
+    d = d.assign(eta=d["mask_ratio"].fillna(0))
+    todo = _split([("memorization vs N (G1)", d)], ARM)
+    fig, axes = panels(len(todo), width=5.2, height=3.6)
+    for ax, (title, g) in zip(axes, todo):
+        _bands(ax, g, "n_train", ARM, label=lambda r: f"{r.iloc[0]['method']}, {r.iloc[0]['training']}")
+        ax.set(xscale="log", xlabel="training set size N", ylabel="fraction memorized (d1/d2 < 1/3)", title=title)
+        ax.legend(fontsize=7)
+    save(fig, path)
     return True
 
 
-def fid_vs_nfe(df: pd.DataFrame, path) -> bool:
-    d = df[(df["metric"] == "fid") & df["nfe"].notna()]
-    d = d[d.groupby("run")["nfe"].transform("nunique") > 1]      # models sampled at several NFE only
+def memorization_vs_steps(df: pd.DataFrame, path) -> bool:
+    d = df[df["metric"] == "mem_fraction_ckpt"]
     if d.empty:
         return False
-    fig, ax = plt.subplots(figsize=(4.8, 3.4))
-    for (run, sampler), g in d.groupby(["run", "sampler"]):
-        g = g.sort_values("nfe")
-        ax.plot(g["nfe"], g["value"], marker="o", label=f"{g['method'].iloc[0]} {sampler}")
-    ax.set(xscale="log", yscale="log", xlabel="NFE", ylabel="FID")
-    ax.legend(fontsize=7)
-    _save(fig, path)
-    return True
-
-
-def infonoise_profile(df: pd.DataFrame, path) -> bool:
-    """Last InfoNoise profile and sampling density per run, next to EDM's log-normal."""
-    d = df[df["metric"].isin(["infonoise_pi", "infonoise_rho"])]
-    if d.empty:
-        return False
-    import numpy as np
-
-    from ..sigma_dist import LogNormal
-
-    fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.4))
-    for run, g in d.groupby("run"):
-        last = g[g["step"] == g["step"].max()]
-        label = f"{g['dataset'].iloc[0]} {g['method'].iloc[0]} (step {int(last['step'].iloc[0])})"
-        for ax, metric in zip(axes, ("infonoise_rho", "infonoise_pi")):
-            r = last[last["metric"] == metric].sort_values("sigma")
-            ax.plot(r["sigma"], r["value"], label=label)
-    grid = np.exp(np.linspace(np.log(0.002), np.log(80), 400))
-    import torch
-    axes[1].plot(grid, LogNormal().log_density(torch.tensor(grid)).exp().numpy(), "k--", label="EDM log-normal")
-    axes[0].set(xscale="log", xlabel="sigma", ylabel="target allocation rho (per ln sigma)",
-                title="estimated entropy-rate allocation")
-    axes[1].set(xscale="log", xlabel="sigma", ylabel="density of ln sigma", title="training sigma density")
-    axes[1].legend(fontsize=7)
-    _save(fig, path)
-    return True
-
-
-def stf_target_variance(df: pd.DataFrame, path) -> bool:
-    d = df[df["metric"] == "stf_target_trace"]
-    if d.empty:
-        return False
-    n = d["n_train"].max()
-    d = d[d["n_train"] == n]
-    fig, ax = plt.subplots(figsize=(4.8, 3.4))
-    for r, g in d.groupby("ref_batch"):
-        g = g.sort_values("sigma")
-        ax.plot(g["sigma"], g["value"], marker="o", ms=3, ls="--" if r == 1 else "-",
-                label="baseline (target y)" if r == 1 else f"STF |R|={int(r)}")
-    ax.set(xscale="log", xlabel="sigma", ylabel="(1/D) E tr Cov[target | x]",
-           title=f"{d['dataset'].iloc[0]}, N={n}")
-    ax.legend(fontsize=7)
-    _save(fig, path)
+    d = d.assign(eta=d["mask_ratio"].fillna(0))
+    todo = _split([(f"{ds} N={int(n)}", g) for (ds, n), g in d.groupby(["dataset", "n_train"])], ARM)
+    fig, axes = panels(len(todo))
+    for ax, (title, g) in zip(axes, todo):
+        _bands(ax, g, "step", ARM)
+        ax.set(title=f"memorized fraction (S2, K1): {title}", xlabel="training step",
+               ylabel="fraction memorized", ylim=(-0.03, 1.03))
+        ax.legend(fontsize=7)
+    save(fig, path)
     return True
 
 
 def gap_curves(df: pd.DataFrame, path) -> bool:
-    d = df[df["metric"] == "gap"]
-    if d.empty:
+    """Relative gap (gap / training MSE) against sigma at each run's last analysed checkpoint (K2)."""
+    gaps = _gap_curves(df)
+    if gaps.empty:
         return False
-    fig, panels = _panels(d, 4.8)
-    for ax, ((ds, n), g) in panels:
-        for run, r in g.groupby("run"):
-            for step, rs in r.groupby("step"):
-                rs = rs.sort_values("sigma")
-                last = step == r["step"].max()
-                ax.plot(rs["sigma"], rs["value"], lw=1.6 if last else 0.8, alpha=1 if last else 0.5,
-                        label=f"{_run_label(r, with_data=False)} step {step}")
+    last = gaps[gaps["step"] == gaps.groupby("run")["step"].transform("max")].copy()
+    last["relative_gap"] = last["gap"] / last["mse_train"]
+    last["eta"] = last["mask_ratio"].fillna(0)
+    todo = _split([(f"{ds} N={int(n)}", g) for (ds, n), g in last.groupby(["dataset", "n_train"])],
+                  ["method", "network", "training"])
+    fig, axes = panels(len(todo))
+    for ax, (title, g) in zip(axes, todo):
+        _bands(ax, g, "sigma", ["method", "network", "training"], value="relative_gap")
         ax.axhline(0, color="k", lw=0.5)
-        ax.set(xscale="log", xlabel="sigma", ylabel="held-out minus training MSE per dim", title=f"{ds}, N={n}")
-        ax.legend(fontsize=6)
-    _save(fig, path)
+        ax.set(xscale="log", title=f"gap per noise level (K2): {title}", xlabel="sigma",
+               ylabel="(held-out - train MSE) / train MSE")
+        ax.legend(fontsize=7)
+    save(fig, path)
     return True
 
 
-def _over_steps(df: pd.DataFrame, metric: str, path, ylabel, **axes) -> bool:
-    """One line per run: a per-checkpoint metric against the training step."""
-    d = df[df["metric"] == metric]
-    if d.empty:
+def gap_over_steps(df: pd.DataFrame, path) -> bool:
+    """K1: mean gap over 0.2 <= sigma <= 5 against the training step, per width."""
+    from ..metrics.generalization import INTERMEDIATE_SIGMA
+    gaps = _gap_curves(df)
+    if gaps.empty or gaps["step"].nunique() < 2:
         return False
-    fig, ax = plt.subplots(figsize=(7.6, 3.8))
-    for i, (run, g) in enumerate(d.groupby("run")):
-        g = g.sort_values("step")
-        ax.plot(g["step"], g["value"], marker="o", ms=3, label=_run_label(g), **_style(i))
-    ax.set(xlabel="training step", ylabel=ylabel(d) if callable(ylabel) else ylabel, **axes)
-    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    _save(fig, path)
+    mid = gaps[gaps["sigma"].between(*INTERMEDIATE_SIGMA) & _baseline(gaps)]
+    if mid.empty:
+        return False
+    mid = mid.groupby(["run", "step"]).agg(value=("gap", "mean"), **{c: (c, "first") for c in
+                                                                      ["dataset", "n_train", "network", "training", "method"]})
+    mid = mid.reset_index()
+    todo = _split([(f"{ds} N={int(n)}", g) for (ds, n), g in mid.groupby(["dataset", "n_train"])],
+                  ["network", "training"])
+    fig, axes = panels(len(todo))
+    for ax, (title, g) in zip(axes, todo):
+        _bands(ax, g, "step", ["network", "training"],
+               label=lambda r: f"{r.iloc[0]['network']} U-Net, {r.iloc[0]['training']}")
+        ax.set(title=f"denoiser overfitting (K1): {title}", xlabel="training step",
+               ylabel="held-out - train MSE, 0.2 <= sigma <= 5")
+        ax.legend(fontsize=7)
+    save(fig, path)
     return True
 
 
-def fid_vs_steps(df: pd.DataFrame, path) -> bool:
-    return _over_steps(df, "fid_ckpt", path, lambda d: f"FID ({int(d['num_samples'].max())} samples)", yscale="log")
-
-
-def memorization_vs_steps(df: pd.DataFrame, path) -> bool:
-    return _over_steps(df, "mem_fraction_ckpt", path, "fraction memorized (d1/d2 < 1/3)")
-
-
-def trajectory_distances(df: pd.DataFrame, path) -> bool:
-    d = df[df["metric"].isin(["traj_r_traj", "traj_r_train"])]
+def fid_vs_nfe(df: pd.DataFrame, path) -> bool:
+    """E1: FID against NFE per sampler (seed bands over models), the Heun-256 reference as a 2% band; the
+    per-sample RMSE to the reference beside it when measured."""
+    d = df[(df["metric"] == "fid") & df["nfe"].notna() & df["sampler"].isin(["heun", "euler"])]
+    d = d[d.groupby("run")["nfe"].transform("nunique") > 2]
     if d.empty:
         return False
+    ref = d[(d["sampler"] == "heun") & (d["num_steps"] >= 256)]
+    d = d.drop(ref.index)
+    rmse = df[df["metric"] == "rmse_to_reference"]
+    fig, axes = panels(2 if len(rmse) else 1, cols=2)
+    ax = axes[0]
+    vals = _bands(ax, d, "nfe", ["sampler"], label=lambda g: f"{g.iloc[0]['sampler']}")
+    if len(ref):
+        r = ref["value"].mean()
+        ax.axhspan(0.98 * r, 1.02 * r, color="0.5", alpha=0.25, lw=0, label=f"Heun-256 reference +-2% ({r:.3g})")
+    log_if_spans(ax, vals, decades=0.3)
+    ax.set(xscale="log", xlabel="NFE", ylabel=f"FID ({int(d['num_samples'].max())} samples)", title="sampler sweep (E1)")
+    ax.legend(fontsize=7)
+    if len(rmse):
+        _bands(axes[1], rmse, "nfe", ["sampler"], label=lambda g: f"{g.iloc[0]['sampler']}")
+        axes[1].set(xscale="log", yscale="log", xlabel="NFE", ylabel="per-sample RMSE to the reference",
+                    title="truncation error (E1)")
+        axes[1].legend(fontsize=7)
+    save(fig, path)
+    return True
+
+
+def infonoise_profile(df: pd.DataFrame, path) -> bool:
+    """The last InfoNoise sampling density (seed band over runs) next to EDM's log-normal."""
+    d = df[df["metric"] == "infonoise_pi"]
+    if d.empty:
+        return False
+    import torch
+
+    from ..sigma_dist import LogNormal
+    last = d[d["step"] == d.groupby("run")["step"].transform("max")]
     fig, ax = plt.subplots(figsize=(5.2, 3.6))
-    for (run, metric), g in d.groupby(["run", "metric"]):
+    _bands(ax, last, "sigma", ["dataset", "n_train", "training"],
+           label=lambda g: f"InfoNoise, {g.iloc[0]['dataset']} N={int(g.iloc[0]['n_train'])}", marker=None)
+    grid = np.exp(np.linspace(math.log(0.002), math.log(80), 400))
+    ax.plot(grid, LogNormal().log_density(torch.tensor(grid)).exp().numpy(), "k--", label="EDM log-normal")
+    ax.set(xscale="log", xlabel="sigma", ylabel="density of ln sigma", title="training sigma density (I1)")
+    ax.legend(fontsize=7)
+    save(fig, path)
+    return True
+
+
+def stf_target_variance(df: pd.DataFrame, path) -> bool:
+    d = df[df["metric"] == "stf_trace_ratio"]
+    d = d[d["ref_batch"] > 1]
+    if d.empty:
+        return False
+    n = d["n_train"].max()
+    d = d[d["n_train"] == n]
+    fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    se = df[(df["metric"] == "stf_trace_ratio_se") & (df["n_train"] == n)]
+    from ..plots import band
+    for i, (r, g) in enumerate(sorted(d.groupby("ref_batch"))[:MAX_LINES]):
         g = g.sort_values("sigma")
-        ax.plot(g["sigma"], g["value"], ls="-" if metric == "traj_r_traj" else "--",
-                label=f"{g['method'].iloc[0]} N={g['n_train'].iloc[0]}: "
-                      + ("trajectory" if metric == "traj_r_traj" else "noised training"))
-    ax.set(xscale="log", yscale="log", xlabel="sigma",
-           ylabel="nearest training point / (sigma sqrt(d)), median")
-    ax.legend(fontsize=6)
-    _save(fig, path)
+        s = se[se["ref_batch"] == r].set_index("sigma")["value"].reindex(g["sigma"]).to_numpy()
+        lo = hi = None
+        if np.isfinite(s).any():
+            lo, hi = g["value"].to_numpy() - 1.96 * s, g["value"].to_numpy() + 1.96 * s
+        band(ax, g["sigma"], g["value"], lo, hi, label=f"|R| = {int(r)}", i=i)
+    ax.axhline(1, color="k", lw=0.5)
+    ax.axvspan(0.5, 5, color="0.9", zorder=0, label="intermediate sigma")
+    ax.set(xscale="log", xlabel="sigma", ylabel="STF / baseline trace of Cov[target | x]",
+           title=f"target variance (T1): {d['dataset'].iloc[0]}, N={int(n)}")
+    ax.legend(fontsize=7)
+    save(fig, path)
+    return True
+
+
+def trajectory_concentration(df: pd.DataFrame, path) -> bool:
+    """K3: the ideal denoiser's posterior concentration on trajectory vs noised training points."""
+    d = df[df["metric"].isin(["traj_w_max_traj", "traj_w_max_train"])]
+    if d.empty:
+        return False
+    todo = [(f"{ds} N={int(n)}", g) for (ds, n), g in d.groupby(["dataset", "n_train"])]
+    fig, axes = panels(len(todo))
+    for ax, (title, g) in zip(axes, todo):
+        g = g.assign(where=g["metric"].str.replace("traj_w_max_", "", regex=False))
+        arms = [a for a, _ in g.groupby(["network", "training"])][:MAX_LINES // 2]
+        g = g[g.set_index(["network", "training"]).index.isin(arms)]
+        _bands(ax, g, "sigma", ["network", "training", "where"],
+               label=lambda r: f"{r.iloc[0]['network']}: {'trajectories' if r.iloc[0]['where'] == 'traj' else 'noised training data'}")
+        ax.set(xscale="log", xlabel="sigma", ylabel="max posterior weight of D* (median)",
+               title=f"trajectories vs noised data (K3): {title}", ylim=(0, 1.03))
+        ax.legend(fontsize=7)
+    save(fig, path)
     return True
 
 
 FIGURES = {
-    "loss_curves.png": (loss_curves, "Training loss per run (EDM-weighted, mean over each logging window)."),
-    "sigma_profile.png": (sigma_profile, "Unweighted denoising MSE per noise level at the end of training."),
-    "memorization_vs_n.png": (memorization_vs_n, "Fraction of samples memorized versus training set size."),
-    "fid_vs_nfe.png": (fid_vs_nfe, "FID versus number of function evaluations."),
-    "gap_curves.png": (gap_curves, "Generalization gap per noise level (held-out minus training denoising MSE, "
-                                   "same noise draws) at each analysed checkpoint; thick: last."),
-    "memorization_vs_steps.png": (memorization_vs_steps, "Memorization over training (samples from each checkpoint)."),
-    "fid_vs_steps.png": (fid_vs_steps, "FID over training: samples from each analysed checkpoint (comparable only "
-                                       "among themselves: fewer samples than the final FID)."),
-    "trajectory_distances.png": (trajectory_distances, "Distance to the nearest training point relative to "
-                                                       "sigma*sqrt(d): sampler trajectories vs noised training points."),
-    "infonoise_profile.png": (infonoise_profile, "InfoNoise: estimated allocation and training sigma density "
-                                                 "at the end of training, next to EDM's log-normal."),
-    "stf_target_variance.png": (stf_target_variance, "Trace of the training target's covariance versus sigma: "
-                                                     "baseline target vs Stable Target Field (real data)."),
+    "pilot_curve.png": (pilot_curve, "The pilot run's FID over training and the budget T it fixes."),
+    "fid_vs_steps.png": (fid_vs_steps, "FID over training, one panel per comparison: mean over seeds, shaded 95% "
+                                       "t interval (curves use fewer samples than the final FID)."),
+    "fid_vs_nfe.png": (fid_vs_nfe, "E1: FID against NFE per sampler, against the Heun-256 reference."),
+    "memorization_vs_n.png": (memorization_vs_n, "G1: fraction of samples memorized versus training set size."),
+    "memorization_vs_steps.png": (memorization_vs_steps, "Memorization of samples from each analysed checkpoint."),
+    "gap_over_steps.png": (gap_over_steps, "K1: the denoiser's held-out minus training error at intermediate "
+                                           "sigma over training, per width."),
+    "gap_curves.png": (gap_curves, "K2: relative generalization gap per noise level at the last analysed "
+                                   "checkpoint (same noise draws for both sets)."),
+    "trajectory_concentration.png": (trajectory_concentration, "K3: how concentrated the ideal denoiser's "
+                                                               "posterior is on trajectory points vs on noised "
+                                                               "training points."),
+    "stf_target_variance.png": (stf_target_variance, "T1: trace of the training target's covariance, STF over "
+                                                     "the baseline target, versus sigma."),
+    "infonoise_profile.png": (infonoise_profile, "InfoNoise's sampling density at the end of training next to "
+                                                 "EDM's log-normal."),
+    "loss_curves.png": (loss_curves, "Training loss per comparison (mean over seeds, 95% band)."),
 }
