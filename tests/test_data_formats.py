@@ -10,9 +10,9 @@ from PIL import Image
 
 from data_helpers import (idx_bytes, make_cifar_archive, make_images, user_dataset_entries, write_idx, write_npz,
                           write_png_folder)
-from diffrepro.data import (DatasetError, fingerprint, load_dataset, load_own, load_pool, pixels_sha256,
+from diffrepro.data import (DatasetError, available, fingerprint, load_dataset, load_own, load_pool, pixels_sha256,
                             prepare_from_spec, reference_images, to_channels, to_resolution, write_dataset)
-from diffrepro.data import content as content_mod
+from diffrepro.data import identity as identity_mod
 from diffrepro.data.content import content_order
 
 
@@ -287,8 +287,8 @@ def test_fingerprint_follows_content_not_names(tmp_path, rgb, monkeypatch):
     assert fingerprint(entry) != fp2
     # digests are cached by (path, size, mtime_ns): a second call reads no file
     calls = []
-    real = content_mod.sha256_file
-    monkeypatch.setattr(content_mod, "sha256_file", lambda p: calls.append(p) or real(p))
+    real = identity_mod.sha256_file
+    monkeypatch.setattr(identity_mod, "sha256_file", lambda p: calls.append(p) or real(p))
     fingerprint(entry)
     assert calls == []
     os.utime(f.with_name("renamed.png"), ns=(1, 1))
@@ -303,8 +303,24 @@ def test_fingerprint_follows_content_not_names(tmp_path, rgb, monkeypatch):
     assert fm[0] == fm[1]
     assert fingerprint({"kind": "image", "name": "cifar10"}) != fingerprint({"kind": "image", "name": "cifar10",
                                                                             "md5": "0" * 32})
+    assert fingerprint({"kind": "toy2d", "name": "gmm"}) is None          # generated: the spec says it all
     with pytest.raises(DatasetError, match="nowhere"):
         fingerprint({"kind": "image", "format": "folder", "source": str(tmp_path / "nowhere")})
+
+
+def test_available_counts_from_listings_and_headers(tmp_path):
+    images, labels = make_images(30, size=8, channels=1, seed=3)
+    write_png_folder(tmp_path / "pngs", images, labels)
+    write_npz(tmp_path / "a.npz", images, labels)
+    np.save(tmp_path / "a.npy", images)
+    write_idx(tmp_path / "idx", images, labels, gz=True)
+    for fmt, src in (("folder", "pngs"), ("array", "a.npz"), ("array", "a.npy"), ("idx", "idx")):
+        entry = {"kind": "image", "format": fmt, "source": str(tmp_path / src), "n_heldout": 4}
+        assert available(entry) == 26 and available(entry, reference=True) == 30, fmt
+        assert available({**entry, "heldout_source": "elsewhere"}) == 30
+    assert available({"kind": "image", "format": "array", "source": str(tmp_path / "none.npz")}) is None
+    assert available({"kind": "image", "name": "fashion_mnist", "n_heldout": 1000}) == 59_000
+    assert available({"kind": "image", "name": "cifar10", "md5": "0" * 32}) is None
 
 
 # --- CIFAR-10 end to end on an archive in the official format ----------------------------------------
