@@ -151,8 +151,10 @@ def test_prepared_entry_applies_channels_and_resolution(tmp_path, rgb):
     assert back.train_float().shape == (20, 1, 8, 8)
     ref, how, prov = reference_images(spec("folder", tmp_path / "pngs", resolution=8, channels=1, resize="box"))
     assert ref.shape == (40, 8, 8, 1) and how == "box" and prov["content"]["n_images"] == 40
-    sub, _, _ = reference_images(spec("folder", tmp_path / "pngs"), count=10)
+    sub, _, _ = reference_images(spec("folder", tmp_path / "pngs", n_heldout=10), count=10)
     assert sub.shape == (10, 16, 16, 3)
+    held = prepare_from_spec(spec("folder", tmp_path / "pngs", n_heldout=10)).heldout
+    assert as_set(sub) != as_set(held)             # a stream of its own: not the held-out split
 
 
 # --- checks and the errors they raise ----------------------------------------------------------------

@@ -19,6 +19,7 @@ from typing import Optional
 
 import numpy as np
 
+from ..seeding import derive_seed
 from .arrays import PreparedDataset, prepare_image_dataset, prepare_toy_dataset
 from .cifar10 import MD5 as CIFAR10_MD5
 from .cifar10 import load_cifar10
@@ -124,13 +125,15 @@ def prepare_from_spec(spec: dict, cache_dir: Optional[str] = None) -> PreparedDa
 
 def reference_images(spec: dict, count: Optional[int] = None, cache_dir=None) -> tuple[np.ndarray, str, dict]:
     """FID reference images of an image entry: its whole training pool, or a seeded subset of `count`
-    (sorted indices of numpy.random.default_rng(seed).permutation), at the entry's resolution and channels.
+    (sorted indices of numpy.random.default_rng(derive_seed(seed, 'fid-reference')).permutation: a stream
+    of its own, so that the subset is not the held-out split, which the entry's seed carves out of the
+    same pool), at the entry's resolution and channels.
     Returns (uint8 NHWC images, resize method used, provenance of the pool)."""
     raw = load_pool(spec, "train", cache_dir)
     images = raw.images
     if count is not None and count < len(images):
-        idx = np.sort(np.random.default_rng(spec.get("seed", 0)).permutation(len(images))[:count])
-        images = images[idx]
+        rng = np.random.default_rng(derive_seed(spec.get("seed", 0), "fid-reference"))
+        images = images[np.sort(rng.permutation(len(images))[:count])]
     images = to_channels(images, spec.get("channels") or images.shape[-1])
     try:
         images, how = to_resolution(images, spec.get("resolution") or images.shape[1], spec.get("resize", "auto"))
