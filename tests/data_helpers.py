@@ -135,3 +135,50 @@ def user_dataset_entries(root, n: int = 120, size: int = 32, seed: int = 0) -> d
             "idx": {**common, "format": "idx", "source": str(root / "idx")},
             "cifar": {"kind": "image", "name": "cifar10", "resolution": 32, "n_heldout": 10, "heldout_split": "test",
                       "seed": 0, "source": str(root / "cifar-10-python.tar.gz"), "md5": md5}}
+
+
+# --- params for end-to-end runs on these datasets ---------------------------------------------------------
+
+def with_dataset(params: dict, entry: dict, name: str = "mine", replace: str = "fmnist", profile: str = "smoke",
+                 sizes=None) -> dict:
+    """A copy of params in which `profile` trains on `entry` (as datasets.<name>) wherever it trained on
+    datasets.<replace>, with that dataset's FID reference count carried over; sizes replaces the
+    experiments' sizes (default: kept)."""
+    import copy
+    p = copy.deepcopy(params)
+    p["datasets"][name] = dict(entry)
+    prof = p["profiles"][profile]
+    for exp in prof["experiments"]:
+        if exp["dataset"] == replace:
+            exp["dataset"] = name
+            if sizes is not None:
+                exp["sizes"] = list(sizes)
+    refs = prof.get("fid_reference", {})
+    if replace in refs:
+        refs[name] = refs.pop(replace)
+    return p
+
+
+def paper_on_small_archive(params: dict, cifar_entry: dict, n_train: int = 40, steps: int = 20,
+                           num_samples: int = 16, ref_count: int = 32, augment: float | None = None) -> dict:
+    """A copy of params whose `paper` profile runs on CPU in minutes: datasets.cifar10 points at a small
+    archive in the official format (cifar_entry from user_dataset_entries, with its md5), the EDM CIFAR-10
+    training configuration keeps its method and sampler but gets a tiny network and a few steps, few samples
+    and a small FID reference, in the papers' FID mode. augment: the non-leaking augmentation probability to
+    set on the training configuration (training.<name>.augment, once the training wiring reads it)."""
+    import copy
+    p = copy.deepcopy(params)
+    p["datasets"]["cifar10"] = {**cifar_entry, "allow_download": False}
+    prof = p["profiles"]["paper"]
+    prof.update(device="cpu", gpus_per_job=0, fid_reference={"cifar10": ref_count})
+    tname = prof["experiments"][0]["training"]
+    small = {**p["training"][tname], "network": "tiny", "steps": steps, "batch_size": 8, "checkpoint_every": steps,
+             "log_every": steps, "lr_warmup_img": 0, "ema_halflife_img": 100, "precision": "fp32", "compile": False,
+             "channels_last": False}
+    if augment is not None:
+        small["augment"] = augment
+    p["training"][tname] = small
+    for exp in prof["experiments"]:
+        exp.update(sizes=[n_train], num_samples=num_samples)
+    p["evaluation"]["fid"]["mode"] = "legacy_tensorflow"
+    return p
