@@ -2,9 +2,11 @@
 
     loss = lambda(sigma) * m * (D(y + n; sigma) - target)^2 / keep_fraction
 
-returned per element. Two hooks let methods plug in without touching this file's logic:
+returned per element. Three hooks let methods plug in without touching this file's logic:
   * `target_fn(y, x_noisy, sigma, generator)` replaces the target y (Stable Target Field);
-  * `mask_fn(shape, generator)` returns a per-element mask and its normalizer (sparse supervision).
+  * `mask_fn(shape, generator)` returns a per-element mask and its normalizer (sparse supervision);
+  * `augment_fn(y, generator, shard)` returns (augmented y, augmentation labels), drawn after sigma and the
+    noise; the labels go to the network as `augment_labels` (EDM's non-leaking augmentation, augment.py).
 The sigma distribution is a `SigmaDistribution` (EDM log-normal, VP, VE, InfoNoise).
 """
 from __future__ import annotations
@@ -31,6 +33,7 @@ class LossOutput:
 
 MaskFn = Callable[[torch.Size, torch.Generator], "tuple[torch.Tensor, float]"]
 TargetFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
+AugmentFn = Callable[[torch.Tensor, torch.Generator, tuple], "tuple[torch.Tensor, torch.Tensor]"]
 
 
 def _bcast(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -39,10 +42,11 @@ def _bcast(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 class DenoisingLoss:
     def __init__(self, sigma_dist: SigmaDistribution, target_fn: Optional[TargetFn] = None,
-                 mask_fn: Optional[MaskFn] = None):
+                 mask_fn: Optional[MaskFn] = None, augment_fn: Optional[AugmentFn] = None):
         self.sigma_dist = sigma_dist
         self.target_fn = target_fn
         self.mask_fn = mask_fn
+        self.augment_fn = augment_fn
 
     def __call__(self, denoiser: Preconditioning, y: torch.Tensor, generator: torch.Generator,
                  class_labels=None, sigma: Optional[torch.Tensor] = None,
@@ -59,12 +63,18 @@ class DenoisingLoss:
         if noise is None:
             noise = torch.randn((b * world, *y.shape[1:]), generator=generator, device=y.device, dtype=y.dtype)[part]
         s = _bcast(sigma, y)
+        augment_labels = None
+        if self.augment_fn is not None:
+            y, augment_labels = self.augment_fn(y, generator, (rank, world))
         x_noisy = y + noise * s
         target = y
         if self.target_fn is not None:
             with torch.no_grad():
                 target = self.target_fn(y, x_noisy, sigma, generator)
-        D = denoiser(x_noisy, sigma, class_labels)
+        if augment_labels is None:
+            D = denoiser(x_noisy, sigma, class_labels)
+        else:
+            D = denoiser(x_noisy, sigma, class_labels, augment_labels=augment_labels)
         sq = (D.float() - target.float()) ** 2
         weight = _bcast(denoiser.loss_weight(sigma), y)
         loss = weight * sq

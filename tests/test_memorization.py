@@ -121,12 +121,72 @@ def test_noisy_near_duplicate_is_memorized_and_fresh_image_is_not():
     assert s.normalized and s.ratio[1] > 0.5
 
 
-def test_exact_copy_of_duplicated_training_image_counts_as_memorized():
+def test_duplicated_training_image_exact_and_near_copies_are_memorized():
+    """Gu's d2 is taken to the second *distinct* training image: a copy of an image the training set holds
+    twice is memorized, exactly or +-1, with the same ratio as if it were held once."""
     train = smooth_images(50, c=1, seed=7)
-    train[31] = train[8]                                    # d1 = d2 = 0 for a copy of it
-    s = memorization_scores(train[[31, 0]], train)
-    assert s.ratio[0] == 0 and s.memorized.tolist() == [True, True]
-    assert (s.nearest[0], s.second[0]) == (8, 31)           # ties: lower index first
+    train[31] = train[8]
+    near = train[8].astype(np.int16)
+    near[5, 5, 0] += 1 if near[5, 5, 0] < 255 else -1
+    samples = np.stack([train[31], near.astype(np.uint8), train[0]])
+    s = memorization_scores(samples, train)
+    assert s.memorized.tolist() == [True, True, True] and s.n_train_distinct == 49
+    assert s.nearest.tolist() == [8, 8, 0]                  # the lowest index among the copies
+    assert 31 not in s.second and 8 not in s.second[:2]
+    # oracle: brute force over the distinct images (train without index 31), float64
+    distinct = np.delete(train, 31, axis=0).reshape(49, -1).astype(np.float64)
+    for i, x in enumerate(samples):
+        d = np.sqrt(((distinct - x.reshape(1, -1)) ** 2).sum(1)) / np.sqrt(32 * 32)
+        d1, d2 = np.sort(d)[:2]
+        assert s.d1[i] == pytest.approx(d1, abs=1e-12) and s.d2[i] == pytest.approx(d2, rel=1e-12)
+        assert s.ratio[i] == pytest.approx(d1 / d2, abs=1e-12)
+    assert s.d1[1] > 0 and s.ratio[1] < 0.05                 # was d1/d2 = 1 (not memorized) against both copies
+    # the same ratios as against the training set holding the image once
+    once = memorization_scores(samples, np.delete(train, 31, axis=0))
+    np.testing.assert_array_equal(once.ratio, s.ratio)
+    # float inputs: -0.0 and 0.0 are one value
+    pts = torch.tensor([[0.0, 1.0], [-0.0, 1.0], [3.0, 0.0]], dtype=torch.float64)
+    t = memorization_scores(torch.tensor([[0.0, 1.01]], dtype=torch.float64), pts)
+    assert t.n_train_distinct == 2 and t.memorized.tolist() == [True]
+    with pytest.raises(ValueError, match="holds 1 distinct item"):
+        memorization_scores(samples, np.stack([train[0]] * 5))
+
+
+# ----------------------------------------------------------------------------------------------------
+# inputs that would give a silent wrong number
+
+def test_mixed_dtypes_are_refused_and_the_documented_conversion_works():
+    from diffrepro.samplers import to_uint8
+
+    train = smooth_images(60, c=3, seed=11)
+    copies = torch.from_numpy(train[:4]).permute(0, 3, 1, 2).float() / 127.5 - 1    # EDM's [-1, 1], NCHW
+    with pytest.raises(ValueError, match=r"samples are float32 in \[-1, 1\], the training set uint8 in \[0, 255\].*"
+                                         r"to_uint8"):
+        memorization_scores(copies.permute(0, 2, 3, 1).numpy(), train)
+    s = memorization_scores(to_uint8(copies), train)                              # the documented rule
+    assert s.count == 4 and s.nearest.tolist() == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match=r"\[0, 255\] pixels, the other like \[-1, 1\]"):
+        memorization_scores(copies.permute(0, 2, 3, 1).numpy(), train.astype(np.float32))
+    as_float = torch.from_numpy(train).float() / 127.5 - 1                          # both float, one convention
+    assert memorization_scores(copies.permute(0, 2, 3, 1), as_float).count == 4
+
+
+def test_layouts_must_agree():
+    train = smooth_images(30, c=3, seed=12)
+    first = np.ascontiguousarray(train[:3].transpose(0, 3, 1, 2))                   # same flattened size
+    with pytest.raises(ValueError, match=r"\(N, 3, 32, 32\).*\(M, 32, 32, 3\).*transpose\(0, 2, 3, 1\)"):
+        memorization_scores(first, train)
+    gray = smooth_images(30, c=1, seed=13)
+    for view in (gray[:, :, :, 0], gray.transpose(0, 3, 1, 2)):                    # (N,H,W), (N,1,H,W): one layout
+        assert memorization_scores(view[:2], gray).count == 2
+
+
+def test_empty_inputs_give_one_line():
+    train = smooth_images(10, c=1, seed=14)
+    for samples, ref in ((train[:0], train), (train[:2], train[:0])):
+        with pytest.raises(ValueError, match=r"need samples and training items, got \d+ samples and \d+") as err:
+            memorization_scores(samples, ref)
+        assert "\n" not in str(err.value)
 
 
 def test_toy_points_use_plain_l2():
@@ -154,7 +214,8 @@ def test_summary_and_frame():
     df = s.to_frame()
     assert list(df.columns) == ["sample", "nearest_index", "second_index", "d1", "d2", "ratio", "memorized"]
     assert len(df) == 10 and df["memorized"].sum() == 3
-    assert s.summary() == dict(fraction_memorized=0.3, count=3, n_samples=10, n_train=60, threshold=1 / 3)
+    assert s.summary() == dict(fraction_memorized=0.3, count=3, n_samples=10, n_train=60, n_train_distinct=60,
+                               threshold=1 / 3)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -25,11 +25,11 @@ from typing import Optional
 
 import numpy as np
 import torch
-from PIL import Image
 
 from ..io import atomic_write_json
 from ..seeding import derive_seed
 from ..toy2d import make_toy
+from .pixels import pad_to, resize_bicubic, to_channels, to_resolution  # noqa: F401 (re-exported)
 from .sources import DatasetError, sha256_file
 
 FORMAT_VERSION = 1
@@ -82,53 +82,13 @@ def split_indices(pool_size: int, n_train: Optional[int], n_heldout: int, seed: 
     return perm[n_heldout:n_heldout + n_train], perm[:n_heldout]
 
 
-# --- resolution ----------------------------------------------------------------------------------
-
-def pad_to(images: np.ndarray, resolution: int) -> np.ndarray:
-    """Zero-pad NHWC images symmetrically to resolution x resolution: exact, the original is the
-    center crop. Right for Fashion-MNIST (28 -> 32, background 0), not for natural images."""
-    n, h, w, c = images.shape
-    dh, dw = resolution - h, resolution - w
-    if dh < 0 or dw < 0 or dh % 2 or dw % 2:
-        raise ValueError(f"cannot pad {h}x{w} symmetrically to {resolution}x{resolution}")
-    return np.pad(images, ((0, 0), (dh // 2, dh // 2), (dw // 2, dw // 2), (0, 0)))
-
-
-def resize_bicubic(images: np.ndarray, resolution: int) -> np.ndarray:
-    """PIL bicubic resize of uint8 NHWC images (PIL filters with support scaled to the size ratio,
-    i.e. antialiased when shrinking; the same resize clean-fid's 'clean' mode uses)."""
-    out = np.empty((len(images), resolution, resolution, images.shape[-1]), np.uint8)
-    for i, img in enumerate(images):
-        pil = Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img)
-        out[i] = np.asarray(pil.resize((resolution, resolution), Image.Resampling.BICUBIC)).reshape(out.shape[1:])
-    return out
-
-
-def to_resolution(images: np.ndarray, resolution: int, method: str = "auto") -> tuple[np.ndarray, str]:
-    """Bring NHWC images to resolution x resolution. method 'auto': unchanged if already that size,
-    zero-padding for 28x28 -> 32x32 (Fashion-MNIST, lossless), PIL bicubic otherwise.
-    Returns (images, method used)."""
-    h, w = images.shape[1:3]
-    if method == "auto":
-        method = ("none" if (h, w) == (resolution, resolution)
-                  else "pad" if (h, w) == (28, 28) and resolution == 32 else "bicubic")
-    if method == "none":
-        if (h, w) != (resolution, resolution):
-            raise ValueError(f"images are {h}x{w}, not {resolution}x{resolution}")
-        return images, method
-    if method == "pad":
-        return pad_to(images, resolution), method
-    if method == "bicubic":
-        return resize_bicubic(images, resolution), method
-    raise ValueError(f"unknown resize method {method!r}: use 'auto', 'none', 'pad' or 'bicubic'")
-
-
 # --- preparation ---------------------------------------------------------------------------------
 
 def prepare_image_dataset(images: np.ndarray, labels: np.ndarray, resolution: int, n_train: Optional[int],
                           n_heldout: int, seed: int, *, name: str = "images", source: Optional[dict] = None,
-                          resize: str = "auto") -> PreparedDataset:
-    """Seeded nested train subset + disjoint held-out split of one image pool, at `resolution`.
+                          resize: str = "auto", channels: Optional[int] = None) -> PreparedDataset:
+    """Seeded nested train subset + disjoint held-out split of one image pool, at `resolution` and
+    `channels` (None: the pool's own), converted as diffrepro.data.pixels describes.
     images: uint8 (N, H, W, C) or (N, H, W); labels: (N,) ints; source: provenance from a loader
     (RawSplit.source)."""
     images = np.asarray(images)
@@ -139,12 +99,13 @@ def prepare_image_dataset(images: np.ndarray, labels: np.ndarray, resolution: in
     labels = np.asarray(labels).astype(np.int64)
     if labels.shape != (len(images),):
         raise ValueError(f"labels shape {labels.shape} does not match {len(images)} images")
+    channels = int(channels or images.shape[-1])
     train_idx, heldout_idx = split_indices(len(images), n_train, n_heldout, seed)
-    train, method = to_resolution(images[train_idx], resolution, resize)
-    heldout, _ = to_resolution(images[heldout_idx], resolution, method)
+    train, method = to_resolution(to_channels(images[train_idx], channels), resolution, resize)
+    heldout, _ = to_resolution(to_channels(images[heldout_idx], channels), resolution, method)
     manifest = {
         "format_version": FORMAT_VERSION, "name": name, "kind": "image",
-        "resolution": int(resolution), "channels": int(images.shape[-1]),
+        "resolution": int(resolution), "channels": channels, "source_channels": int(images.shape[-1]),
         "n_train": len(train_idx), "n_heldout": len(heldout_idx), "seed": int(seed),
         "pool_size": len(images), "source_resolution": list(images.shape[1:3]), "resize": method,
         "split_rule": SPLIT_RULE, "source": source or {"description": "in-memory arrays", "checksums": {}},

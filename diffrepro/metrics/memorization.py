@@ -6,6 +6,27 @@ A generated sample x is *memorized* when its nearest training image is much clos
 
 and the memorization ratio of a model is the fraction of its samples that are memorized.
 
+Exact duplicates inside the training set: the criterion asks whether the nearest training image is much
+closer than *any other* training image. When the training set holds the same image twice, its two copies
+would be the two nearest neighbours of a sample near them (d1 = d2), and an exact copy would score
+0/0 while the same image +-1 would score 1.0 (not memorized). We therefore compare against the *distinct*
+training images: d2 is the distance to the second nearest distinct image (the reference set is
+deduplicated by exact equality before the search; `nearest` reports the lowest index of the nearest
+image's copies). Both an exact copy and a near copy of a duplicated image are memorized, as they are for
+an image that occurs once. Near-duplicates that differ in any value stay distinct.
+
+Inputs (checked by `check_inputs`, which raises a one-line ValueError naming the fix):
+  - samples and training set of the same kind: both uint8 images (Gu et al.: distances over [0, 255]
+    pixel values), or both float (e.g. both in [-1, 1], or 2-D toy points). Mixed kinds are refused, and
+    so are float images whose ranges disagree plainly ([0, 255] against [-1, 1] or [0, 1]); convert
+    explicitly: samples -> uint8 with diffrepro.samplers.to_uint8 (EDM: x * 127.5 + 128, clamped,
+    truncated), or uint8 -> [-1, 1] with x / 127.5 - 1. The ratio is the same in either scale, up to the
+    uint8 rounding.
+  - the same layout: the per-item shapes must be equal once axes of size 1 are dropped (so gray (H, W),
+    (H, W, 1) and (1, H, W) agree, while (3, H, W) against (H, W, 3) with matching flattened sizes is
+    refused: transpose one side).
+  - non-empty sets, and at least two distinct training items.
+
 Nearest neighbours are exact. A fast pass forms squared distances as ||a||^2 + ||b||^2 - 2 a.b with one
 float32-accumulated GEMM per (query chunk x reference chunk) block and keeps the k + margin best
 candidates per query on the device; the candidates are then re-ranked with direct differences
@@ -23,8 +44,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["nearest_neighbours", "memorization_scores", "MemorizationScores", "fast_pass_error_bound",
-           "plot_memorized_pairs"]
+__all__ = ["nearest_neighbours", "memorization_scores", "MemorizationScores", "check_inputs", "distinct_items",
+           "fast_pass_error_bound", "plot_memorized_pairs"]
 
 GU_THRESHOLD = 1.0 / 3.0
 _U = 2.0 ** -23  # float32 unit roundoff doubled: also covers directed rounding in tensor-core accumulators
@@ -284,17 +305,74 @@ def nearest_neighbours(queries, reference, k: int = 2, device="cpu", chunk_size=
 
 # ----------------------------------------------------------------------------------------------------
 
+def _value_range(x) -> tuple[float, float]:
+    if isinstance(x, torch.Tensor):
+        return float(x.min()), float(x.max())
+    return float(np.min(x)), float(np.max(x))
+
+
+def _kind(dtype) -> str:
+    return "uint8" if dtype in (np.uint8, torch.uint8) else "float" if str(dtype).split(".")[-1].startswith(
+        ("float", "bfloat")) else str(dtype)
+
+
+def check_inputs(samples, train) -> None:
+    """Refuse inputs that give a silent wrong memorization score (see the module docstring)."""
+    ns, nt = len(samples), len(train)
+    if ns == 0 or nt == 0:
+        raise ValueError(f"memorization scores need samples and training items, got {ns} samples and {nt} "
+                         "training items")
+    ks, kt = _kind(samples.dtype), _kind(train.dtype)
+    if ks != kt:
+        lo_s, hi_s = _value_range(samples)
+        lo_t, hi_t = _value_range(train)
+        raise ValueError(f"samples are {samples.dtype} in [{lo_s:.3g}, {hi_s:.3g}], the training set {train.dtype} in "
+                         f"[{lo_t:.3g}, {hi_t:.3g}]: distances need one convention. Convert explicitly: float samples in "
+                         "[-1, 1] -> uint8 with diffrepro.samplers.to_uint8, or uint8 -> [-1, 1] with x / 127.5 - 1")
+    if ks not in ("uint8", "float"):
+        raise ValueError(f"memorization scores take uint8 images or float arrays, got {samples.dtype}")
+    shape_s, shape_t = tuple(samples.shape[1:]), tuple(train.shape[1:])
+    if len(shape_s) > 1 and ks == "float":
+        (lo_s, hi_s), (lo_t, hi_t) = _value_range(samples), _value_range(train)
+        if (max(abs(lo_s), hi_s) > 2) != (max(abs(lo_t), hi_t) > 2):
+            raise ValueError(f"float samples in [{lo_s:.3g}, {hi_s:.3g}] and a float training set in [{lo_t:.3g}, "
+                             f"{hi_t:.3g}]: one looks like [0, 255] pixels, the other like [-1, 1] or [0, 1]; bring "
+                             "both to one convention (uint8 pixels are the Gu et al. convention)")
+    squeeze = lambda shape: tuple(v for v in shape if v != 1)  # noqa: E731
+    if squeeze(shape_s) != squeeze(shape_t):
+        hint = ""
+        if len(shape_s) == 3 and len(shape_t) == 3 and sorted(shape_s) == sorted(shape_t):
+            hint = ("; the samples look channels-first: samples.transpose(0, 2, 3, 1)" if shape_s[0] in (1, 3)
+                    else "; the samples look channels-last: samples.transpose(0, 3, 1, 2)")
+        raise ValueError(f"samples of shape (N, {', '.join(map(str, shape_s))}) and a training set of shape "
+                         f"(M, {', '.join(map(str, shape_t))}) have different layouts{hint}")
+
+
+def distinct_items(train) -> tuple[np.ndarray, int]:
+    """Indices (ascending) of the first copy of each distinct training item, exact byte equality (float -0.0
+    counted as 0.0), and the number of distinct items."""
+    rows = (train.detach().cpu().numpy() if isinstance(train, torch.Tensor) else np.asarray(train))
+    rows = np.ascontiguousarray(rows.reshape(len(rows), -1))
+    if rows.dtype.kind == "f":
+        rows = rows + rows.dtype.type(0)   # -0.0 + 0.0 = 0.0: equal values, equal bytes
+    keys = rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel()
+    _, first = np.unique(keys, return_index=True)
+    first.sort()
+    return first, len(first)
+
+
 @dataclass(frozen=True)
 class MemorizationScores:
     """Per-sample nearest-neighbour distances and ratios, with the summary of Gu et al."""
     d1: np.ndarray           # distance to the nearest training item (normalised by sqrt(D) for images)
     d2: np.ndarray           # distance to the second nearest
-    ratio: np.ndarray        # d1 / d2 (0 where d1 == d2 == 0: an exact copy of a duplicated image)
-    nearest: np.ndarray      # index of the nearest training item
-    second: np.ndarray       # index of the second nearest
+    ratio: np.ndarray        # d1 / d2
+    nearest: np.ndarray      # index of the nearest training item (the lowest index among its exact copies)
+    second: np.ndarray       # index of the second nearest distinct training item
     threshold: float
     n_train: int
     normalized: bool         # distances divided by sqrt(D)
+    n_train_distinct: int = -1   # distinct training items the ratios were computed against (-1: not recorded)
 
     @property
     def memorized(self) -> np.ndarray:
@@ -314,7 +392,7 @@ class MemorizationScores:
 
     def summary(self) -> dict:
         return dict(fraction_memorized=self.fraction_memorized, count=self.count, n_samples=self.n_samples,
-                    n_train=self.n_train, threshold=self.threshold)
+                    n_train=self.n_train, n_train_distinct=self.n_train_distinct, threshold=self.threshold)
 
     def to_frame(self):
         """Tidy table: one row per sample."""
@@ -327,14 +405,24 @@ class MemorizationScores:
 
 def memorization_scores(samples, train, device="cpu", threshold: float = GU_THRESHOLD, normalize=None,
                         **nn_kwargs) -> MemorizationScores:
-    """Gu et al. memorization scores of `samples` (N, H, W, C) against `train` (M, H, W, C).
+    """Gu et al. memorization scores of `samples` (N, ...) against `train` (M, ...), per item against the
+    *distinct* training items (exact duplicates merged; see the module docstring). Inputs are checked by
+    `check_inputs` (same kind, same layout, non-empty).
 
     uint8 images are compared on their pixel values; distances are divided by sqrt(C*H*W) (normalize=None:
     for uint8 inputs or inputs with more than one value axis; float (N, d) points keep plain L2). The
     ratio, and so the memorized fraction, does not depend on the normalisation.
     nn_kwargs go to `nearest_neighbours` (chunk_size, margin, ...).
     """
-    dist, idx = nearest_neighbours(samples, train, k=2, device=device, **nn_kwargs)
+    check_inputs(samples, train)
+    keep, n_distinct = distinct_items(train)
+    if n_distinct < 2:
+        raise ValueError(f"the training set holds {n_distinct} distinct item(s) ({len(train)} in all); the Gu ratio "
+                         "needs at least two")
+    reference = train if n_distinct == len(train) else train[torch.from_numpy(keep).to(train.device)
+                                                             if isinstance(train, torch.Tensor) else keep]
+    dist, idx = nearest_neighbours(samples, reference, k=2, device=device, **nn_kwargs)
+    idx = keep[idx]                                   # back to indices into `train`
     shape = tuple(samples.shape)
     if normalize is None:
         is_uint8 = getattr(samples, "dtype", None) in (np.uint8, torch.uint8)
@@ -343,10 +431,10 @@ def memorization_scores(samples, train, device="cpu", threshold: float = GU_THRE
         dist = dist / math.sqrt(math.prod(shape[1:]))
     d1, d2 = dist[:, 0], dist[:, 1]
     with np.errstate(invalid="ignore", divide="ignore"):
-        ratio = np.where(d2 > 0, d1 / np.where(d2 > 0, d2, 1.0), 0.0)  # d2 == 0 implies d1 == 0
+        ratio = np.where(d2 > 0, d1 / np.where(d2 > 0, d2, 1.0), 0.0)  # d2 > 0 between distinct items
     return MemorizationScores(d1=d1, d2=d2, ratio=ratio, nearest=idx[:, 0], second=idx[:, 1],
                               threshold=float(threshold), n_train=int(train.shape[0]),
-                              normalized=bool(normalize))
+                              normalized=bool(normalize), n_train_distinct=int(n_distinct))
 
 
 def plot_memorized_pairs(samples, train, scores, path, top: int = 16, **kw):

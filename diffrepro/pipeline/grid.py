@@ -198,7 +198,8 @@ def dataset_spec(params, name, size):
     return {"key": name, **params["datasets"][name], "n_train": size}
 
 
-REFERENCE_KEYS = ("kind", "name", "resolution", "source", "seed")   # what FID reference statistics depend on
+REFERENCE_KEYS = ("kind", "name", "format", "source", "resolution", "channels", "resize", "seed", "md5",
+                  "allow_download")   # what FID reference statistics depend on (the whole training pool)
 
 
 def _leaves(prefix: str, d: dict, only=None) -> List[str]:
