@@ -1,6 +1,6 @@
 """From a params.yaml dataset entry to a prepared dataset: the one function the prepare stage calls.
 
-A spec is a `datasets.<entry>` mapping plus n_train, as diffrepro.pipeline.grid.dataset_spec builds it:
+A spec is a `datasets.<entry>` mapping plus n_train, as diffrepro.pipeline.plan.dataset_identity builds it:
 {kind: image|toy2d, name, resolution, n_heldout, seed, source, allow_download, n_train}.
 """
 from __future__ import annotations
