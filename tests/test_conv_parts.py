@@ -98,6 +98,7 @@ def test_unet_takes_the_split_and_keeps_its_output(monkeypatch):
     assert torch.equal(outs["0"], outs["2"])
 
 
+@pytest.mark.integration
 def test_compiled_code_calls_the_split(monkeypatch):
     from torch._inductor.utils import run_and_get_code
 

@@ -86,7 +86,7 @@ def spd(d, rng, rank=None):
 
 # --- Frechet distance ------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("d", [64, 256, pytest.param(2048, marks=pytest.mark.slow)])  # sqrtm(2048): 10-70 s
+@pytest.mark.parametrize("d", [64, 256, pytest.param(2048, marks=pytest.mark.integration)])  # sqrtm(2048): 10-70 s
 def test_frechet_matches_cleanfid(d):
     rng = np.random.default_rng(d)
     mu1, mu2 = rng.normal(size=d), rng.normal(size=d)
@@ -187,6 +187,7 @@ def small_sets(tmp_path_factory, layers):
     return sets
 
 
+@pytest.mark.integration
 def test_features_match_cleanfid_folder_features(small_sets):
     for name, (images, ref) in small_sets.items():
         ours = fid.features_from_array(images, device="cpu", batch_size=4, workers=2, progress=False)
@@ -194,6 +195,7 @@ def test_features_match_cleanfid_folder_features(small_sets):
         np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-5 * np.abs(ref).max(), err_msg=name)
 
 
+@pytest.mark.integration
 def test_fid_from_arrays_against_cleanfid_features(tmp_path, small_sets):
     rgb, rgb_feats = small_sets["rgb"]
     _, gray_feats = small_sets["gray"]
@@ -210,7 +212,7 @@ def test_fid_from_arrays_against_cleanfid_features(tmp_path, small_sets):
         fid.features_from_array(rgb, mode="legacy_tensorflow", progress=False)
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_fid_matches_cleanfid_compute_fid(tmp_path, layers):
     # 40 + 40 images: both covariances are singular (rank 39 in 2048-d); clean-fid's sqrtm falls back to
     # adding 1e-6 to the diagonals, and must still agree with our exact value.
@@ -336,6 +338,7 @@ def test_torch_resize_rejects_float_and_channels_last():
         clean_resize_torch(torch.zeros(2, 8, 8, 3, dtype=torch.uint8))
 
 
+@pytest.mark.integration
 def test_features_with_torch_resize_equal_pil_resize(small_sets):
     for name, (images, _) in small_sets.items():
         pil = fid.features_from_array(images, batch_size=4, workers=1, progress=False, resize="pil")

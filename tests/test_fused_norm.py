@@ -55,6 +55,7 @@ def _assert_close(results):
         assert unet[name] < 1e-5, (name, unet)
 
 
+@pytest.mark.integration
 def test_fused_group_norm_interpreted():
     results = _run_check()
     assert results["supported_cpu_interpreter"] is True

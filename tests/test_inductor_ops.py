@@ -36,6 +36,7 @@ def _assert_compiled(results):
     assert results["y"] < 1e-5, results
 
 
+@pytest.mark.integration
 def test_compiled_unet_meets_no_undeclared_op():
     _assert_compiled(run_check("inductor_ops_check.py"))
 

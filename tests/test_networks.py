@@ -71,6 +71,7 @@ def test_channels_last_group_norm_equals_torch_in_float64(groups, channels):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.integration
 def test_unet_channels_last_matches_contiguous():
     """The fast paths run the U-Net channels-last (group norm and attention then avoid layout copies);
     outputs and gradients must equal the plain layout's to float32 rounding."""

@@ -78,6 +78,7 @@ def _assert_close(results, cuda):
     assert unet_straddling["y"] < 1e-5, unet_straddling
 
 
+@pytest.mark.integration
 def test_parts_kernels_interpreted():
     _assert_close(_run_check(), cuda=False)
 
