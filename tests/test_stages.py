@@ -2,6 +2,7 @@
 changed starts over, failures the user can fix print one clear line, and a non-editable install of the
 package runs a stage."""
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -138,21 +139,17 @@ def test_a_bug_keeps_its_traceback(toy_project):
 
 
 def test_training_one_model_by_hand_from_a_spec_you_write(tmp_path):
-    """The README's example: two small JSON files and two commands, no params.yaml, no planner."""
-    (tmp_path / "data.json").write_text(json.dumps({"dataset": {"kind": "toy2d", "name": "ring", "n_train": 200,
-                                                                "n_heldout": 100, "seed": 0}}))
-    (tmp_path / "train.json").write_text(json.dumps({
-        "method": {"name": "sparse-50", "precond": "edm", "mask": {"ratio": 0.5}},
-        "training": {"name": "mine", "network": "mlp-small", "steps": 100, "batch_size": 128, "lr": 3.0e-3,
-                     "checkpoint_every": 50, "log_every": 10}, "seed": 0}))
-    run([sys.executable, "-m", "stages.prepare", "--spec", "data.json", "--out", "data"], tmp_path,
-        extra_env={"PYTHONPATH": str(REPO)})
-    res = run([sys.executable, "-m", "stages.train", "--spec", "train.json", "--data", "data", "--out", "run"],
-              tmp_path, extra_env={"PYTHONPATH": str(REPO)})
-    assert "step 100/100" in res.stderr
-    model = torch.load(tmp_path / "run/model.pt", weights_only=False)
-    assert model["spec"]["method"]["mask"]["ratio"] == 0.5
-    assert sorted(p.name for p in (tmp_path / "run/snapshots").iterdir()) == ["step-00000050.pt", "step-00000100.pt"]
+    """The README's example, as written there: two small JSON files and two commands, no params.yaml."""
+    readme = (REPO / "README.md").read_text()
+    block = readme[readme.index("echo '{\"dataset\""):]
+    block = block[:block.index("```")].replace(".venv/bin/python", sys.executable)
+    res = subprocess.run(["bash", "-euc", block], cwd=tmp_path, env={**env(), "PYTHONPATH": str(REPO)},
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert re.search(r"step 500/500 +loss", res.stderr)
+    model = torch.load(tmp_path / "results/runs/mine/model.pt", weights_only=False)
+    assert model["spec"]["method"]["mask"]["ratio"] == 0.5 and model["steps"] == 500
+    assert len(list((tmp_path / "results/runs/mine/snapshots").iterdir())) == 5
 
 
 def test_non_editable_install_runs_a_stage(tmp_path):
