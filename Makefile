@@ -39,6 +39,7 @@ test-all: install
 	$(BIN)/python -m pytest -q -m "not gpu"
 
 # dvc.yaml follows params.yaml's jobs: regenerate it (a no-op when current), then reproduce with DVC
+# (the stages' commands start with `python`: the venv's, first on the PATH)
 dvc: install
 	$(BIN)/python -m workflow.make_dvc
-	$(BIN)/dvc repro
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro

@@ -17,7 +17,7 @@ def _run_check(*args):
 
 
 def _assert_close(results):
-    assert results.pop("supported_cpu_interpreter") in (True, False)
+    results.pop("supported_cpu_interpreter")      # checked where it is known (the interpreted test)
     unet = results.pop("unet")
     masks = results.pop("dropout_masks")                        # 32,768 draws: standard error ~0.003
     assert abs(masks["kept"] - 0.7) < 0.015, masks
