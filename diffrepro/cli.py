@@ -17,7 +17,11 @@ from pathlib import Path
 log = logging.getLogger("diffrepro")
 
 
-class SpecError(ValueError):
+class UserError(Exception):
+    """A failure the user fixes from its message alone: printed as one line, without a traceback."""
+
+
+class SpecError(UserError, ValueError):
     """A spec file is missing, is not JSON, or lacks a key the stage needs."""
 
 
@@ -61,7 +65,7 @@ def params_hash(spec: dict, n: int = 8) -> str:
 # Failures the user can fix from the message alone: bad params or specs, missing or corrupt data, a
 # diverged run, missing FID weights. Named rather than imported, so that a stage's code closure (what
 # reruns it when edited) does not pull in every module that defines one.
-USER_ERRORS = {"diffrepro.cli.SpecError", "diffrepro.pipeline.params.ParamsError", "diffrepro.data.sources.DatasetError",
+USER_ERRORS = {"diffrepro.cli.UserError", "diffrepro.pipeline.params.ParamsError", "diffrepro.data.sources.DatasetError",
                "diffrepro.training.TrainingDiverged", "diffrepro.metrics.fid.InceptionWeightsError",
                "builtins.FileNotFoundError"}
 

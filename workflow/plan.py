@@ -13,11 +13,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from diffrepro.cli import main_guard
+from diffrepro.cli import UserError, main_guard
 
 
-class DvcOutOfDate(ValueError):
-    pass
+class DvcOutOfDate(UserError):
+    """dvc.yaml was generated for another set of jobs."""
 
 
 def main(argv=None):
@@ -54,7 +54,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from diffrepro import cli
-    cli.USER_ERRORS.add("__main__.DvcOutOfDate")
-    cli.USER_ERRORS.add("workflow.plan.DvcOutOfDate")
     main_guard(main)
