@@ -97,7 +97,7 @@ def test_snakemake_runs_smoke_profile_end_to_end(sm_run):
     log = (project / "results/logs/train/fmnist-n300_edm_tiny-cpu_s0.log").read_text()
     assert re.search(r"step 200/200 +loss [\d.]+ +[\d.]+ img/s", log), log
     assert not (project / "results/runs/fmnist-n300_edm_tiny-cpu_s0/ckpt").exists(), "a finished run drops its resume state"
-    snaps = sorted(p.name for p in (project / "results/runs/fmnist-n300_edm_tiny-cpu_s0/snapshots").iterdir())
+    snaps = sorted(p.name for p in (project / "results/runs/fmnist-n300_edm_tiny-cpu_s0/snapshots").glob("step-*"))
     assert snaps == ["step-00000100.pt", "step-00000200.pt"]
 
 
@@ -132,7 +132,8 @@ def test_config_overrides_reach_the_specs(sm_project):
 
 @pytest.mark.parametrize("module,expected", [
     ("diffrepro/methods/sparse.py", {"train": 7, "targetvar": 1, **DOWNSTREAM_OF_TRAIN}),
-    ("diffrepro/metrics/memorization.py", {"memorize": 7, "memtrace": 2, "toystudy": 1, "aggregate": 1, "report": 1}),
+    ("diffrepro/metrics/memorization.py", {"memorize": 7, "memtrace": 2, "trajectory": 1, "toystudy": 1, "aggregate": 1,
+                                           "report": 1}),
     ("diffrepro/report/claims.py", {"report": 1}),
     ("README.md", {}),
     ("tests/test_example.py", {}),
@@ -162,15 +163,12 @@ def test_a_byte_identical_copy_of_the_dataset_reruns_nothing(sm_project, tmp_pat
 
 
 def test_snakemake_reruns_exactly_what_a_method_change_touches(sm_project):
-    vp_models = list(sm_project.glob("results/runs/*_vp_*/model.pt"))
-    mtimes = {p: p.stat().st_mtime_ns for p in vp_models}
+    original = (sm_project / "params.yaml").read_text()
     edit_params(sm_project / "params.yaml", _set_edm_p_mean)
-    assert snakemake_job_counts(sm_project) == EDM_CHANGE
-    res = snakemake(sm_project, *LOCAL)
-    assert (res.stdout + res.stderr).count("Finished jobid") == sum(EDM_CHANGE.values()) + 1  # + "all"
-    assert all(p.stat().st_mtime_ns == t for p, t in mtimes.items()), "the VP run must not be retrained"
-    model = __import__("torch").load(sm_project / "results/runs/fmnist-n300_edm_tiny-cpu_s0/model.pt", weights_only=False)
-    assert model["spec"]["method"]["sigma_dist"]["P_mean"] == -1.1 and model["spec"]["run"] == "fmnist-n300_edm_tiny-cpu_s0"
+    try:
+        assert snakemake_job_counts(sm_project) == EDM_CHANGE      # the VP run and the toy methods stay
+    finally:
+        (sm_project / "params.yaml").write_text(original)
     assert snakemake_job_counts(sm_project) == {}
 
 
