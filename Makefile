@@ -30,7 +30,7 @@ install: $(BIN)/.installed
 run: install
 	$(BIN)/python -m workflow.unlock
 	$(BIN)/snakemake --profile workflow/profiles/local --config profile=$(PROFILE)
-	@echo "report: reports/$(PROFILE)/report.md"
+	@echo "done: reports/$(PROFILE)/report.md"
 
 test: install
 	$(BIN)/python -m pytest -q
