@@ -1,14 +1,13 @@
-# Set-up and entry points. `make run` installs and runs the default pipeline; `make test` installs
-# and runs the tests. Everything lives in .venv; nothing is installed system-wide except the
-# Fashion-MNIST package on Debian/Ubuntu when it is missing.
+# Set-up and entry points. `make run` installs and runs the default (smoke) pipeline with Snakemake;
+# `make test` runs the fast tests, `make test-all` every test (what CI runs). Everything lives in .venv;
+# nothing is installed system-wide except the Fashion-MNIST package on Debian/Ubuntu when it is missing.
 PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
 TORCH   ?= torch==2.14.1 torchvision==0.29.1
-CORES   ?= all
 PROFILE ?= smoke
 
-.PHONY: install run test test-slow test-gpu dvc clean-results
+.PHONY: install run test test-all test-gpu dvc
 
 $(BIN)/.installed: requirements.txt pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -26,14 +25,18 @@ $(BIN)/.installed: requirements.txt pyproject.toml
 
 install: $(BIN)/.installed
 
+# A Snakemake killed earlier leaves a lock: workflow.unlock removes it when no Snakemake runs here; the
+# local profile reruns incomplete jobs (a killed training run resumes from its checkpoint).
 run: install
-	$(BIN)/snakemake --cores $(CORES) --config profile=$(PROFILE)
+	$(BIN)/python -m workflow.unlock
+	$(BIN)/snakemake --profile workflow/profiles/local --config profile=$(PROFILE)
+	@echo "done: reports/$(PROFILE)/report.md"
 
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -q
 
-test-slow: install
-	$(BIN)/python -m pytest -m slow
+test-all: install
+	$(BIN)/python -m pytest -q -m "not gpu"
 
 # On a CUDA machine, before committing a change to the network, the speed paths, the trainer or the samplers:
 # every test marked gpu (kernels, fast vs plain network, a short training run per params.yaml training entry,
@@ -43,5 +46,8 @@ GPU_TESTS = $(shell grep -l "pytest.mark.gpu" tests/test_*.py)
 test-gpu:
 	$(GPU_PY) -m pytest -m gpu -v -rA $(GPU_TESTS)
 
+# dvc.yaml follows params.yaml's jobs: regenerate it (a no-op when current), then reproduce with DVC
+# (the stages' commands start with `python`: the venv's, first on the PATH)
 dvc: install
-	$(BIN)/dvc repro
+	$(BIN)/python -m workflow.make_dvc
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro

@@ -6,7 +6,7 @@ Copies the project into a temporary folder, creates every output of the profile'
 files, written in dependency order so each is newer than its inputs), records them as produced by
 the current rules with one `snakemake --touch` pass, then times full `snakemake` invocations that
 find nothing to do (process start, reading params.yaml, planning the grid, building the DAG, checking
-every file and its recorded parameters). CPU only; no GPU or data needed.
+every file, its spec and its code, and its recorded parameters). CPU only; no GPU or data needed.
 """
 from __future__ import annotations
 
@@ -23,22 +23,23 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from benchmarks._util import write_result  # noqa: E402
-from diffrepro.pipeline.grid import STAGES, plan  # noqa: E402
 from diffrepro.pipeline.params import load_params  # noqa: E402
+from diffrepro.pipeline.plan import STAGES, is_directory, plan, write_specs  # noqa: E402
 
 PROJECT_FILES = ["Snakefile", "params.yaml", "workflow", "stages", "diffrepro"]
 
 
 def _materialize(project: Path, profile: str) -> int:
-    pl = plan(load_params(project / "params.yaml"), profile, "params.yaml")
+    pl = plan(load_params(project / "params.yaml"), profile)
+    write_specs(pl, project)
     n = 0
     t = time.time() - 3600
     for stage in STAGES:
         for job in pl[stage].values():
             t += 1
-            for out in job.outs:
+            for out in job.outputs.values():
                 path = project / out
-                is_dir = not Path(out).suffix
+                is_dir = is_directory(out)
                 (path if is_dir else path.parent).mkdir(parents=True, exist_ok=True)
                 if not is_dir:
                     path.write_bytes(b"")

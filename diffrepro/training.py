@@ -9,6 +9,7 @@ uninterrupted one. Checkpoints:
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
 import sys
@@ -27,6 +28,9 @@ from .io import atomic_torch_save
 from .loss import DenoisingLoss
 from .precond import Preconditioning
 from .seeding import derive_seed, generator
+
+log = logging.getLogger("diffrepro.training")
+PROGRESS_EVERY_S = 15.0     # without a terminal, a progress line in the log at most this often
 
 
 class TrainingDiverged(RuntimeError):
@@ -248,8 +252,10 @@ class Trainer:
             raise ValueError(f"checkpoint_every ({cfg.checkpoint_every}) must be a multiple of log_every ({cfg.log_every})")
         self.denoiser.train()
         bar = _progress(total=cfg.steps, initial=self.state.step, enabled=self.progress)
+        lines = self.progress and isinstance(bar, _NoBar)     # no terminal: progress lines in the log instead
         t0 = time.perf_counter() - self.state.wall_s
         last_good = self.state.step
+        t_report, img_report = time.perf_counter(), self.state.nimg
         while self.state.step < cfg.steps:
             self.step()
             k = self.state.step
@@ -262,6 +268,11 @@ class Trainer:
                         f"training loss became {mean_loss} between steps {k - cfg.log_every} and {k}{where}. "
                         f"Lower the learning rate (lr={cfg.lr}) or check the data.")
                 bar.set_postfix(loss=f"{mean_loss:.4f}")
+                now = time.perf_counter()
+                if lines and mean_loss is not None and (now - t_report >= PROGRESS_EVERY_S or k == cfg.steps):
+                    log.info("step %d/%d  loss %.4f  %.1f img/s", k, cfg.steps, mean_loss,
+                             (self.state.nimg - img_report) / max(now - t_report, 1e-9))
+                    t_report, img_report = now, self.state.nimg
             if k % cfg.checkpoint_every == 0 or k == cfg.steps:
                 self.save_checkpoint()
                 last_good = k
@@ -270,16 +281,16 @@ class Trainer:
         return self.state
 
 
+class _NoBar:
+    def update(self, n=1): pass
+    def set_postfix(self, **kw): pass
+    def close(self): pass
+
+
 def _progress(total, initial, enabled):
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover
-        enabled = False
-    if not enabled:
-        class _Null:
-            def update(self, n=1): pass
-            def set_postfix(self, **kw): pass
-            def close(self): pass
-        return _Null()
-    return tqdm(total=total, initial=initial, desc="train", unit="step", dynamic_ncols=True,
-                mininterval=0.5 if sys.stderr.isatty() else 10.0, file=sys.stderr)
+    """A progress bar on a terminal; otherwise none (the loop logs progress lines instead)."""
+    if not enabled or not sys.stderr.isatty():
+        return _NoBar()
+    from tqdm.auto import tqdm
+    return tqdm(total=total, initial=initial, desc="train", unit="step", dynamic_ncols=True, mininterval=0.5,
+                file=sys.stderr)

@@ -1,8 +1,10 @@
-"""Memorization of generated samples (Gu et al. 2023): exact nearest and second-nearest training
-images in pixel space; a sample is memorized when d1/d2 < threshold (1/3).
+"""Memorization of generated samples (Gu et al. 2023): exact nearest and second-nearest training images in
+pixel space; a sample is memorized when d1/d2 < threshold.
 
-    python -m stages.memorize --samples results/evals/<e>/samples.npy --data results/data/<d> \
-        --out memorize.json --table memorize.parquet --figure memorize.png
+    python -m stages.memorize --spec results/specs/memorize/<eval>.json --samples results/evals/<eval>/samples.npy \
+        --data results/data/<subset> --out memorize.json --table memorize.parquet --figure memorize.png
+
+spec: {"threshold": 0.333}
 """
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import time
 
 import numpy as np
 
-from stages._common import add_device, log, main_guard, parser
+from diffrepro.cli import add_device, load_spec, log, main_guard, parser
 
 
 def main(argv=None):
@@ -20,7 +22,6 @@ def main(argv=None):
     p.add_argument("--out", required=True, help="summary JSON")
     p.add_argument("--table", required=True, help="per-sample Parquet table")
     p.add_argument("--figure", required=True, help="PNG pairing the most memorized samples with their neighbours")
-    p.add_argument("--threshold", type=float, default=1 / 3)
     add_device(p)
     args = p.parse_args(argv)
 
@@ -30,15 +31,17 @@ def main(argv=None):
     from diffrepro.metrics.memorization import memorization_scores
     from diffrepro.metrics.memorization_plots import plot_memorized_pairs
 
+    spec = load_spec(args.spec, "memorize", ["threshold"])
+    threshold = spec["threshold"]
     samples = np.load(args.samples)
     train = load_dataset(args.data).train
     device = pick_device(args.device)
     t0 = time.time()
-    scores = memorization_scores(samples, train, device=device, threshold=args.threshold)
+    scores = memorization_scores(samples, train, device=device, threshold=threshold)
     summary = {**scores.summary(), "median_ratio": float(np.median(scores.ratio)), "mean_d1": float(np.mean(scores.d1)),
-               "wall_time_s": time.time() - t0, "samples": args.samples, "data": args.data}
+               "threshold": threshold, "wall_time_s": time.time() - t0, "samples": args.samples, "data": args.data}
     log.info("%d of %d samples memorized (d1/d2 < %.3f); median ratio %.3f", scores.count, scores.n_samples,
-             args.threshold, summary["median_ratio"])
+             threshold, summary["median_ratio"])
     plot_memorized_pairs(samples, train, scores, args.figure)
     atomic_write_parquet(args.table, scores.to_frame())
     atomic_write_json(args.out, summary)

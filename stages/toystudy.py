@@ -1,20 +1,21 @@
-"""2D toy study: ideal versus trained flow fields, and the fraction of samples within eps of a
-training point versus MLP width, number of training points and training steps (CPU, minutes).
+"""2D toy study: ideal versus trained flow fields, and the fraction of samples within eps of a training
+point versus MLP width, number of training points and training steps (CPU, minutes).
 
-    python -m stages.toystudy --profile toy --out study.parquet --flow flow.png --sweep sweep.png
+    python -m stages.toystudy --spec results/specs/toystudy/toy.json --out study.parquet --flow flow.png --sweep sweep.png
+
+spec: {"dataset": "gmm", "widths": [32, 128], "n_trains": [8, 128], "steps": [150, 300], "eps": 0.02,
+       "num_samples": 500}
 """
 from __future__ import annotations
 
-from stages._common import add_params, log, main_guard, parser
+from diffrepro.cli import load_spec, log, main_guard, parser
 
 
 def main(argv=None):
     p = parser(__doc__)
-    add_params(p)
-    p.add_argument("--profile", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--flow", required=True)
-    p.add_argument("--sweep", required=True)
+    p.add_argument("--out", required=True, help="Parquet table")
+    p.add_argument("--flow", required=True, help="PNG of the flow fields")
+    p.add_argument("--sweep", required=True, help="PNG of the memorization sweep")
     args = p.parse_args(argv)
 
     import torch
@@ -22,10 +23,8 @@ def main(argv=None):
     from diffrepro.ideal import IdealDenoiser
     from diffrepro.io import atomic_write_parquet
     from diffrepro.metrics.toy2d_study import plot_flow_fields, plot_memorization_sweep, toy_sweep
-    from diffrepro.pipeline.grid import find_job
-    from diffrepro.pipeline.params import load_params
 
-    spec = find_job(load_params(args.params), "toystudy", args.profile, args.params).spec
+    spec = load_spec(args.spec, "toystudy", ["dataset", "widths", "n_trains", "steps", "eps", "num_samples"])
     res = toy_sweep(spec["dataset"], spec["widths"], spec["n_trains"], spec["steps"], eps=spec["eps"],
                     n_samples=spec["num_samples"])
     base_n, last = min(spec["n_trains"]), max(spec["steps"])

@@ -1,20 +1,23 @@
-"""Sampler trajectories against the training data (Kaiser & Kollmann): at each step, the distance to
-the nearest training point relative to sigma*sqrt(d) and the error to the ideal denoiser of the
-training subset, on trajectory points versus on noised training points at the same sigma.
+"""Sampler trajectories against the training data (Kaiser & Kollmann): at each step, the distance to the
+nearest training point relative to sigma*sqrt(d) and the error to the ideal denoiser of the training
+subset, on trajectory points versus on noised training points at the same sigma.
 
-    python -m stages.trajectory --job <run> --model results/runs/<run>/model.pt --data results/data/<d> --out t.parquet --figure t.png
+    python -m stages.trajectory --spec results/specs/trajectory/<run>.json --model results/runs/<run>/model.pt \
+        --data results/data/<subset> --out t.parquet --figure t.png
+
+spec: {"run": "<run>", "num_samples": 128, "sampling": {"sampler": "heun", "num_steps": 18}}
 """
 from __future__ import annotations
 
-from stages._common import add_checkpoint_job, add_device, add_params, log, main_guard, parser
+from diffrepro.cli import add_device, load_spec, log, main_guard, parser
 
 
 def main(argv=None):
     p = parser(__doc__)
-    add_params(p)
-    add_checkpoint_job(p)
-    p.add_argument("--out", required=True)
-    p.add_argument("--figure", required=True)
+    p.add_argument("--model", required=True, help="model.pt of a run (stages.train)")
+    p.add_argument("--data", required=True, help="the run's prepared dataset folder")
+    p.add_argument("--out", required=True, help="Parquet table")
+    p.add_argument("--figure", required=True, help="PNG")
     add_device(p)
     args = p.parse_args(argv)
 
@@ -23,19 +26,18 @@ def main(argv=None):
     from diffrepro.io import atomic_write_parquet
     from diffrepro.metrics.trajectory import plot_trajectory, trajectory_statistics
     from diffrepro.models import load_model
-    from diffrepro.pipeline.grid import find_job
-    from diffrepro.pipeline.params import load_params
 
-    spec = find_job(load_params(args.params), "trajectory", args.job, args.params).spec
+    spec = load_spec(args.spec, "trajectory", ["num_samples", "sampling"])
     device = pick_device(args.device)
-    D, _ = load_model(args.model, device)
+    D, rec = load_model(args.model, device)
+    run = spec.get("run", rec["spec"].get("run"))
     train = load_dataset(args.data).train_float()
-    res = trajectory_statistics(D, train, n_samples=spec["num_samples"], device=device,
-                                sampler_kwargs={"sampler": "heun", "num_steps": 18})
+    sampling = {k: v for k, v in spec["sampling"].items() if k != "name"}
+    res = trajectory_statistics(D, train, n_samples=spec["num_samples"], device=device, sampler_kwargs=sampling)
     df = res.steps.copy()
-    df["run"] = spec["run"]
-    df["model"] = spec["run"].split("_")[1]
-    plot_trajectory(df, args.figure, title=spec["run"])
+    df["run"] = run
+    df["model"] = rec["spec"]["method"]["name"]
+    plot_trajectory(df, args.figure, title=run)
     atomic_write_parquet(args.out, df)
     mid = df[df["sigma"].between(0.1, 5)]
     log.info("0.1 <= sigma <= 5: median r_traj %.3f vs r_train %.3f; e_traj/e_train %.2f",

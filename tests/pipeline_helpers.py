@@ -1,6 +1,8 @@
-"""Helpers for the end-to-end tests: a throw-away copy of the project, and real Snakemake / DVC calls."""
+"""Helpers for the end-to-end tests: a throw-away copy of the project (code included: code is a dependency),
+and real Snakemake / DVC calls."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -12,13 +14,17 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-PROJECT_FILES = ["Snakefile", "params.yaml", "dvc.yaml", "workflow"]
+PROJECT_FILES = ["Snakefile", "params.yaml", "dvc.yaml", "pyproject.toml", "README.md", "workflow", "diffrepro",
+                 "stages", ".dvc", ".dvcignore", ".gitignore"]
 
 
-def env():
+def env(project: Path | None = None):
     e = dict(os.environ)
     e["PATH"] = f"{BIN}{os.pathsep}{e.get('PATH', '')}"
     e.setdefault("OMP_NUM_THREADS", "2")
+    e.pop("PYTHONPATH", None)
+    if project is not None:          # the project's own code, not the repository's
+        e["PYTHONPATH"] = str(project)
     return e
 
 
@@ -27,14 +33,18 @@ def make_project(dest: Path) -> Path:
     for name in PROJECT_FILES:
         src = REPO / name
         if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(src, dest / name)
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__", "tmp", "cache"))
+        elif src.exists():
+            shutil.copy2(src, dest / name)
+    (dest / "tests").mkdir(exist_ok=True)
+    (dest / "tests" / "test_example.py").write_text("def test_nothing():\n    pass\n")
     return dest
 
 
-def run(cmd, cwd, check=True, timeout=1800):
-    res = subprocess.run([str(c) for c in cmd], cwd=cwd, env=env(), capture_output=True, text=True, timeout=timeout)
+def run(cmd, cwd, check=True, timeout=1800, extra_env=None):
+    e = env(Path(cwd))
+    e.update(extra_env or {})
+    res = subprocess.run([str(c) for c in cmd], cwd=cwd, env=e, capture_output=True, text=True, timeout=timeout)
     if check and res.returncode != 0:
         raise AssertionError(f"{' '.join(map(str, cmd))} failed ({res.returncode}):\n{res.stdout[-4000:]}\n{res.stderr[-4000:]}")
     return res
@@ -67,49 +77,48 @@ def snakemake_jobs(cwd, *args) -> set:
     """(rule, key) of every job of a forced dry run."""
     res = snakemake(cwd, "--dry-run", "--forceall", *args)
     text = res.stdout + res.stderr
-    jobs = set()
-    for block in re.split(r"\n(?=(?:local)?rule \w+:)", text):
-        m = re.match(r"(?:local)?rule (\w+):", block.strip())
-        if not m or m.group(1) == "all":
-            continue
-        w = re.search(r"wildcards: key=(\S+)", block)
-        jobs.add((m.group(1), w.group(1) if w else None))
-    return jobs
+    return {(m.group(1), m.group(2)) for m in re.finditer(r"^Job \d+: (\w+) (\S+)$", text, re.M)}
 
 
-def dvc(cwd, *args, check=True):
-    return run([BIN / "dvc", *args], cwd, check)
+def dvc(cwd, *args, check=True, timeout=1800):
+    return run([BIN / "dvc", *args], cwd, check, timeout=timeout)
 
 
-def dvc_init(cwd):
-    run(["git", "init", "-q"], cwd)
-    dvc(cwd, "init", "-q")
-    dvc(cwd, "config", "core.analytics", "false")
+def git(cwd, *args, check=True):
+    return run(["git", "-c", "user.name=test", "-c", "user.email=test@example.org", *args], cwd, check)
 
 
-def dvc_stages_to_run(cwd) -> list:
-    """Stages `dvc repro` would run: those `dvc status` reports as changed (a dry repro cannot get past
-    stages whose inputs do not exist yet)."""
-    import json
+def git_init(cwd):
+    git(cwd, "init", "-q")
+    git(cwd, "add", "-A")
+    git(cwd, "commit", "-qm", "project")
+
+
+def dvc_changed(cwd) -> list:
+    """Stages `dvc status` reports as changed (what `dvc repro` would run first)."""
     res = dvc(cwd, "status", "--json")
     return sorted(json.loads(res.stdout or "{}"))
 
 
 def dvc_jobs(cwd) -> set:
-    """(stage, key) of every stage in dvc.yaml: `train-fmnist@<key>` -> ('train', key)."""
+    """(stage, key) of every stage in dvc.yaml: `train@<key>` -> ('train', key), `report` -> ('report', profile)."""
     res = dvc(cwd, "stage", "list", "--name-only")
     jobs = set()
     for name in res.stdout.split():
         group, _, key = name.partition("@")
-        jobs.add((group.split("-", 1)[0], key))
+        jobs.add((group.split("-")[0], key or None))
     return jobs
+
+
+def stage_counts(names) -> dict:
+    counts = {}
+    for name in names:
+        stage = name.split("@")[0].split("-")[0]
+        counts[stage] = counts.get(stage, 0) + 1
+    return counts
 
 
 def edit_params(path: Path, fn):
     params = yaml.safe_load(path.read_text())
     fn(params)
     path.write_text(yaml.safe_dump(params, sort_keys=False))
-
-
-def regenerate_dvc(cwd):
-    run([sys.executable, "-m", "workflow.make_dvc"], cwd)

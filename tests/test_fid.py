@@ -127,7 +127,7 @@ def spd(d, rng, rank=None):
 
 # --- Frechet distance ------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("d", [64, 256, pytest.param(2048, marks=pytest.mark.slow)])  # sqrtm(2048): 10-70 s
+@pytest.mark.parametrize("d", [64, 256, pytest.param(2048, marks=pytest.mark.integration)])  # sqrtm(2048): 10-70 s
 def test_frechet_matches_cleanfid(d):
     rng = np.random.default_rng(d)
     mu1, mu2 = rng.normal(size=d), rng.normal(size=d)
@@ -230,6 +230,7 @@ def small_sets(tmp_path_factory, layers):
     return sets
 
 
+@pytest.mark.integration
 def test_features_match_cleanfid_folder_features(small_sets):
     for name, (images, ref, _) in small_sets.items():
         ours = fid.features_from_array(images, device="cpu", batch_size=4, workers=2, progress=False)
@@ -237,6 +238,7 @@ def test_features_match_cleanfid_folder_features(small_sets):
         np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-5 * np.abs(ref).max(), err_msg=name)
 
 
+@pytest.mark.integration
 def test_fid_from_arrays_against_cleanfid_features(tmp_path, small_sets):
     rgb, rgb_feats, _ = small_sets["rgb"]
     _, gray_feats, _ = small_sets["gray"]
@@ -381,6 +383,7 @@ def test_torch_resize_rejects_float_and_channels_last():
         clean_resize_torch(torch.zeros(2, 8, 8, 3, dtype=torch.uint8))
 
 
+@pytest.mark.integration
 def test_features_with_torch_resize_equal_pil_resize(small_sets):
     for name, (images, _, _) in small_sets.items():
         pil = fid.features_from_array(images, batch_size=4, workers=1, progress=False, resize="pil")

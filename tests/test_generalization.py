@@ -183,6 +183,7 @@ def _symmetric_set(images: torch.Tensor) -> torch.Tensor:
     return torch.cat([x, -x])
 
 
+@pytest.mark.integration
 def test_trained_memorizer_gap_peaks_at_intermediate_sigma(fmnist16, tmp_path):
     """A tiny U-Net trained with the real loop (EDM precond, log-normal sigma) on 8 training images.
 

@@ -402,7 +402,7 @@ def test_gate_and_smoothing_definitions():
 
 
 def test_from_spec_matches_the_schema():
-    schema = yaml.safe_load((Path(__file__).parents[1] / "workflow/schemas/params.schema.yaml").read_text())
+    schema = yaml.safe_load((Path(__file__).parents[1] / "diffrepro/pipeline/params.schema.yaml").read_text())
     keys = set(schema["$defs"]["sigma_dist"]["properties"]) - {"kind"}
     assert set(DEFAULTS) == keys
     dist = build_sigma_dist({"kind": "infonoise", "bins": 64, "warmup_img": 1000}, total_steps=500)

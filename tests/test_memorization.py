@@ -316,7 +316,7 @@ def test_cuda_matches_cpu(gemm):
 
 
 @pytest.mark.gpu
-@pytest.mark.slow
+@pytest.mark.integration
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_speed_50k_cifar_sized():
     dev = torch.device("cuda")

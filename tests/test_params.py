@@ -1,13 +1,12 @@
-"""params.yaml validation and grid expansion: errors name the bad key; job keys hash exactly their
-own parameters."""
-import copy
+"""params.yaml validation: errors name the bad key, with hints where YAML misleads; what a schema cannot
+say (subset sizes, checkpoints, references) is checked before anything runs."""
 from pathlib import Path
 
 import pytest
 import yaml
 
-from diffrepro.pipeline.grid import plan
-from diffrepro.pipeline.params import ParamsError, load_params, validate_params
+from diffrepro.pipeline.params import ParamsError, analysis_steps, load_params, validate_params
+from diffrepro.pipeline.plan import plan
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -24,15 +23,26 @@ def test_committed_params_are_valid_and_every_profile_plans():
         assert pl["train"] and pl["report"]
 
 
+def _smoke_fmnist(p):
+    return next(e for e in p["profiles"]["smoke"]["experiments"] if e["dataset"] == "fmnist")
+
+
 @pytest.mark.parametrize("edit,needle", [
-    (lambda p: p["methods"]["edm"].update(precnd="edm"), "methods.edm: unknown key"),
-    (lambda p: p["methods"]["vp"].update(precond="vpp"), "methods.vp.precond"),
+    (lambda p: p["methods"]["edm"].update(precnd="edm"), "methods.edm.precnd: unknown key (known: mask, precond"),
+    (lambda p: p["methods"]["sparse-50"]["mask"].update(ratoi=0.5), "methods.sparse-50.mask.ratoi: unknown key"),
+    (lambda p: p["methods"]["sparse-50"].update(mask={"ratio": 1.5}), "methods.sparse-50.mask.ratio: 1.5 is greater"),
+    (lambda p: p["methods"]["vp"].update(precond="vpp"), "methods.vp.precond: 'vpp' is not one of"),
     (lambda p: p["training"]["tiny-cpu"].update(steps=-3), "training.tiny-cpu.steps"),
+    (lambda p: p["training"]["tiny-cpu"].update(lr="2e-3"), "write 2.0e-3"),
     (lambda p: p["training"]["tiny-cpu"].update(network="resnet"), "training.tiny-cpu.network: unknown preset 'resnet'"),
     (lambda p: p["training"]["tiny-cpu"].update(compile_mode="fastest"), "training.tiny-cpu.compile_mode"),
-    (lambda p: p["profiles"]["smoke"]["experiments"][1]["methods"].append("nope"), "'nope' is not defined under methods"),
+    (lambda p: _smoke_fmnist(p)["methods"].append("nope"), "'nope' is not defined under methods"),
+    (lambda p: _smoke_fmnist(p).update(sizes=[300000]),
+     "sizes[0]: 300000 training examples, but dataset 'fmnist' has 60000"),
+    (lambda p: p["profiles"]["smoke"]["fid_reference"].update(fmnist=70000), "fid_reference.fmnist: 70000 reference"),
     (lambda p: p.update(profile="huge"), "profile: 'huge' is not defined"),
     (lambda p: p["profiles"]["smoke"]["experiments"][0].update(training="tiny-cpu"), "needs an MLP network"),
+    (lambda p: _smoke_fmnist(p).update(analysis_steps=[150]), "analysis_steps: step 150 is not a checkpoint"),
 ])
 def test_errors_name_the_offending_key(params, edit, needle):
     edit(params)
@@ -49,37 +59,56 @@ def test_fast_and_compile_mode_reach_the_trainer_and_fp32_turns_them_off():
     assert (cfg.fast, cfg.precision) == (False, "fp32")
 
 
-def test_keys_change_only_for_jobs_whose_parameters_change(params):
-    before = plan(validate_params(copy.deepcopy(params)), "smoke")
-    params["methods"]["vp"]["sigma_dist"] = {"kind": "loguniform", "sigma_min": 0.01, "sigma_max": 80.0}
-    params["sampling"]["euler-18"]["num_steps"] = 9          # not used by the smoke profile
-    after = plan(validate_params(params), "smoke")
-    changed = {s: set(after[s]) - set(before[s]) for s in ("prepare", "fidref", "train", "sample", "fid", "memorize")}
-    assert changed["prepare"] == set() and changed["fidref"] == set()
-    assert len(changed["train"]) == 1 and "_vp_" in next(iter(changed["train"]))
-    assert len(changed["sample"]) == len(changed["fid"]) == len(changed["memorize"]) == 1
+def test_yaml_reads_exponent_without_point_as_text():
+    """The trap the hint is for: YAML 1.1 (PyYAML, Snakemake) reads 2e-3 as a string."""
+    assert yaml.safe_load("lr: 2e-3")["lr"] == "2e-3" and yaml.safe_load("lr: 2.0e-3")["lr"] == 0.002
 
 
-def test_subsets_share_the_reference_and_keys_are_readable(params):
-    pl = plan(validate_params(params), "small")
-    assert len(pl["fidref"]) == 1
-    keys = sorted(pl["train"])
-    assert any(k.startswith("fmnist-n500_edm_small-gpu_s1_") for k in keys)
-
-
-def test_adding_an_analysis_checkpoint_adds_only_its_jobs(params):
-    before = plan(validate_params(copy.deepcopy(params)), "small")
-    params["profiles"]["small"]["experiments"][0]["analysis_steps"] = [500, 1000, 1500, 2000]
-    params["profiles"]["small"]["experiments"][0]["analysis_steps"].remove(1500)
-    fewer = plan(validate_params(copy.deepcopy(params)), "small")
-    for stage in ("prepare", "train", "sample", "fid", "memorize", "trajectory"):
-        assert set(fewer[stage]) == set(before[stage]), stage
-    first = {k for k in before["gap"] if k.endswith("__step1500") and "_edm_" in k and "-n60000" not in k}
-    assert set(before["gap"]) - set(fewer["gap"]) == first
-    assert len(first) == 4          # the first experiment's 2 sizes x 2 seeds
-
-
-def test_analysis_steps_must_be_checkpoints(params):
-    params["profiles"]["smoke"]["experiments"][1]["analysis_steps"] = [150]
-    with pytest.raises(ParamsError, match="analysis_steps: 150 is not a checkpoint"):
+def test_held_out_images_come_off_the_training_split(params):
+    params["profiles"] = {"smoke": params["profiles"]["smoke"]}
+    fmnist = params["datasets"]["fmnist"]
+    fmnist.update(heldout_split="train", n_heldout=1000)
+    _smoke_fmnist(params).update(sizes=[59001])
+    with pytest.raises(ParamsError, match="has 59000"):
         validate_params(params)
+    _smoke_fmnist(params).update(sizes=[59000])
+    validate_params(params)
+
+
+@pytest.mark.parametrize("value,expected", [
+    ([100, 300, 200], [100, 200, 300]),
+    ([0.25, 1.0], [150, 600]),
+    ({"every": 150}, [150, 300, 450, 600]),
+    ({"every": 0.5}, [300, 600]),
+    (None, []),
+])
+def test_analysis_steps_as_steps_fractions_or_every_k(value, expected):
+    assert analysis_steps(value, {"steps": 600}) == expected
+
+
+def test_analysis_steps_forms_are_validated(params):
+    exp = _smoke_fmnist(params)
+    exp["analysis_steps"] = {"every": 0.5}            # tiny-cpu: checkpoints every 100 of 200 steps
+    validate_params(params)
+    exp["analysis_steps"] = {"every": 0.3}            # 60 steps: not a checkpoint
+    with pytest.raises(ParamsError, match="step 60 is not a checkpoint"):
+        validate_params(params)
+    exp["analysis_steps"] = {"each": 100}
+    with pytest.raises(ParamsError, match=r"analysis_steps.each: unknown key"):
+        validate_params(params)
+
+
+def test_config_overrides_read_as_text_get_their_types_back(params):
+    """Snakemake parses nested --config values with YAML's BaseLoader: every scalar arrives as a string."""
+    from diffrepro.pipeline.params import typed_overrides
+
+    import copy
+
+    over = copy.deepcopy(params)
+    over["evaluation"].update(memorization={"threshold": "0.3"}, sample_compile="true")
+    over["profile"] = "small"
+    over["profiles"]["smoke"]["experiments"][1]["sizes"] = ["100", "200"]
+    typed = typed_overrides(over, params)
+    assert typed["evaluation"]["memorization"]["threshold"] == 0.3 and typed["evaluation"]["sample_compile"] is True
+    assert typed["profiles"]["smoke"]["experiments"][1]["sizes"] == [100, 200] and typed["profile"] == "small"
+    validate_params(typed)

@@ -1,12 +1,16 @@
-"""The committed GPU report regenerates from its committed results, without training, and its claims table
-decides nothing that the data cannot support."""
-import shutil
-import sys
+"""The committed reports regenerate from their committed results, without training: reports/small from its
+per-run results and the manifest in reports/small/specs/, reports/toy from its metrics table; and the small
+report's claims table decides nothing that the data cannot support."""
+import json
+from pathlib import Path
 
 import pandas as pd
+import pytest
 
-from pipeline_helpers import REPO, make_project, run
+from diffrepro.report.build import build_report
+from diffrepro.results import collect, conform
 
+REPO = Path(__file__).resolve().parents[1]
 SMALL = REPO / "reports" / "small"
 
 
@@ -14,17 +18,34 @@ def _claims(text: str) -> str:
     return text.split("## Claims", 1)[1].split("\n## ", 1)[0]
 
 
-def test_small_report_regenerates_from_committed_results(tmp_path):
-    """The report stage on the committed metrics table (and the committed per-run images) writes the committed
-    claims table. (Re-aggregating results/ needs the params of the commit that trained them: the InfoNoise
-    run's parameters have since moved from fractions of the run to training images.)"""
-    project = make_project(tmp_path / "p")
-    shutil.copytree(SMALL / "results", project / "results")
-    run([sys.executable, "-m", "stages.report", "--profile", "small", "--metrics", SMALL / "metrics.parquet",
-         "--out", "reports/small"], project)
-    regenerated = (project / "reports/small/report.md").read_text()
-    assert _claims(regenerated) == _claims((SMALL / "report.md").read_text())
-    assert "not run" not in _claims(regenerated)       # every claim row carries measured numbers or the reason
+@pytest.fixture
+def in_repo(monkeypatch):
+    monkeypatch.chdir(REPO)          # the manifests name paths relative to the project folder
+
+
+def test_small_metrics_regenerate_from_committed_results(in_repo):
+    manifest = json.loads(Path("reports/small/specs/aggregate.json").read_text())
+    df, skipped = collect(manifest)
+    assert skipped == []
+    committed = conform(pd.read_parquet("reports/small/metrics.parquet"))
+    assert len(df) == len(committed) == 62289        # 169 of them the STF ratio's Monte Carlo s.e.
+    cols = ["run", "eval", "metric", "step", "sigma", "sigma_bin", "value"]
+    key = lambda d: d[cols].sort_values(cols[:-1], na_position="first").reset_index(drop=True)  # noqa: E731
+    pd.testing.assert_frame_equal(key(df), key(committed), check_dtype=False)
+
+
+@pytest.mark.parametrize("profile", ["small", "toy"])
+def test_committed_report_regenerates(in_repo, tmp_path, profile):
+    spec = json.loads(Path(f"reports/{profile}/specs/report.json").read_text())
+    df = pd.read_parquet(f"reports/{profile}/metrics.parquet")
+    summary = build_report(df, profile, tmp_path, images=spec["images"])
+    regenerated = (tmp_path / "report.md").read_text()
+    assert _claims(regenerated) == _claims(Path(f"reports/{profile}/report.md").read_text())
+    assert summary["claims_filled"] >= 4
+    assert "N=300.0" not in regenerated and "step 100.0" not in regenerated
+    if profile == "small":
+        assert "not run" not in _claims(regenerated)       # every claim row carries measured numbers or the reason
+        assert len(list((tmp_path / "figures").glob("samples-*.png"))) == 22
 
 
 def test_small_report_rows_without_seeds_or_budget_are_inconclusive():
@@ -42,3 +63,12 @@ def test_small_report_rows_without_seeds_or_budget_are_inconclusive():
     assert "not trained to the budget T" in table.loc["K2", "reason"]
     assert "posterior concentration was not measured" in table.loc["K3", "reason"]
     assert "VE's sampled sigma range not recorded" in table.loc["E2", "reason"]
+
+
+def test_report_header_names_full_commits_with_their_dirty_flag():
+    from diffrepro.report.build import header
+
+    full = "0958f7b22c95" + "a" * 28
+    df = pd.DataFrame({"run": ["r", "s"], "eval": [None, None], "git_commit": [full + "-dirty", full],
+                       "device": ["cpu", "cpu"]})
+    assert f"code: {full}, {full}-dirty;" in header(df)

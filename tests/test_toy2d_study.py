@@ -125,6 +125,7 @@ def small_sweep():
                      seed=0, data_seed=0)
 
 
+@pytest.mark.integration
 def test_sweep_table_layout(small_sweep):
     t = small_sweep.table
     assert {"dataset", "factor", "model", "width", "n_train", "step", "eps", "fraction", "fraction_gu",
@@ -137,6 +138,7 @@ def test_sweep_table_layout(small_sweep):
     assert ideal.loc[8, "fraction"] == 1.0      # D* of 8 points: every sample is a training point
 
 
+@pytest.mark.integration
 def test_sweep_memorization_falls_with_n_and_rises_with_steps(small_sweep):
     """Same budget (width 128, 800 steps, lr 3e-3, batch 128). N = 8 memorizes, N = 512 generalizes.
     Measured on seeds 0-3 (seed 0 in brackets):
@@ -157,6 +159,7 @@ def test_sweep_memorization_falls_with_n_and_rises_with_steps(small_sweep):
 
 # ---------------------------------------------------------------------------------------------- figures
 
+@pytest.mark.integration
 def test_plots_write_png(tmp_path, points8, ideal8, small_sweep):
     path = tmp_path / "flow.png"
     models = {"smoothed D*": smoothed(ideal8), "MLP w=128, 800 steps": small_sweep.models[(128, 8, 800)]}

@@ -33,6 +33,7 @@ def _trainer(data, preset, steps, ckpt_dir=None, seed=0, **kw):
     return Trainer(EDMPrecond(net), DenoisingLoss(LogNormal()), data, cfg, ckpt_dir=ckpt_dir, progress=False)
 
 
+@pytest.mark.integration
 def test_mlp_learns_gaussian_mixture():
     data = torch.from_numpy(make_toy("gmm", 2000, seed=0))
     tr = _trainer(data, "mlp-small", steps=600)

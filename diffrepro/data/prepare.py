@@ -1,7 +1,9 @@
 """From a params.yaml dataset entry to a prepared dataset: the functions the prepare and fidref stages call.
 
-A spec is a `datasets.<entry>` mapping plus its key and n_train, as diffrepro.pipeline.grid.dataset_spec
-builds it. Image entries name either a known dataset or a format of your own data:
+A spec is a `datasets.<entry>` mapping plus its entry name and n_train, as
+diffrepro.pipeline.plan.dataset_identity builds it, with the paths of its files added back by the stage
+(`source`, `heldout_source`, `allow_download` come from its command line, not from the spec). Image entries
+name either a known dataset or a format of your own data:
 
     {kind: image, name: fashion_mnist | cifar10, source?, allow_download?, md5?, ...}
     {kind: image, format: folder | array | idx, source: <path>, heldout_source?, ...}
@@ -46,7 +48,8 @@ def load_raw(name: str, split: str = "train", source=None, allow_download: bool 
 
 
 def _entry(spec: dict) -> str:
-    return f"datasets.{spec['key']}" if spec.get("key") else "the dataset entry"
+    name = spec.get("entry") or spec.get("key")
+    return f"datasets.{name}" if name else "the dataset entry"
 
 
 def load_pool(spec: dict, split: str = "train", cache_dir=None) -> RawSplit:
@@ -103,7 +106,7 @@ def prepare_from_spec(spec: dict, cache_dir: Optional[str] = None) -> PreparedDa
     resolution = spec.get("resolution") or raw.images.shape[1]
     channels = spec.get("channels") or raw.images.shape[-1]
     resize = spec.get("resize", "auto")
-    name = spec.get("name") or spec.get("key") or spec.get("format")
+    name = spec.get("name") or spec.get("entry") or spec.get("key") or spec.get("format")
     try:
         ds = prepare_image_dataset(raw.images, raw.labels, resolution, n_train, 0 if given else n_heldout, seed,
                                    name=name, source=raw.source, resize=resize, channels=channels)

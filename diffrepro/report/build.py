@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..io import atomic_write_json, atomic_write_text
+from ..results import conform
 from .claims import NOT_RUN, budget_of, claims_table, ensure_columns
 from .doc import Doc
 from .figures import FIGURES
@@ -90,45 +91,41 @@ def runs_table(df):
     return last[cols].rename(columns={"step": "steps", "value": "final loss"})
 
 
-def _copy_eval_images(df, fig_dir: Path):
-    """Sample grids and memorized pairs of every evaluation, copied next to the report."""
-    from ..pipeline.grid import paths
-
+def _copy_images(images, fig_dir: Path):
+    """The figures the stages drew (sample grids, memorized pairs, analyses), copied next to the report;
+    those that do not exist (a partial grid) are left out."""
     out = []
-    if "analysis" in df:
-        for i, key in enumerate(sorted(df["analysis"].dropna().unique())):
-            kind, name = key.split("/", 1)
-            sources = {"trajectory": [(paths.trajectory_fig(name), "trajectory analysis")],
-                       "targetvar": [(paths.targetvar_fig(name), "target variance, baseline vs STF")],
-                       "toystudy": [(paths.toystudy_flow(name), "2D flow fields: ideal denoiser vs trained MLPs"),
-                                    (paths.toystudy_sweep(name), "2D toy: samples near training points vs width, N, steps")]}
-            for j, (src, what) in enumerate(sources.get(kind, [])):
-                if Path(src).exists():
-                    fname = f"{kind}-{i:03d}-{j}.png"
-                    shutil.copyfile(src, fig_dir / fname)
-                    out.append(("analysis", f"figures/{fname}", f"{name}: {what}"))
-    for i, ekey in enumerate(sorted(df["eval"].dropna().unique())):
-        for src, prefix, what in ((paths.sample_grid(ekey), "samples", "samples"),
-                                  (paths.memorize_fig(ekey), "memorized", "most memorized samples (left) and nearest training images (right)")):
-            if Path(src).exists():
-                name = f"{prefix}-{i:03d}.png"
-                shutil.copyfile(src, fig_dir / name)
-                out.append((prefix, f"figures/{name}", f"{ekey}: {what}"))
+    counts = {}
+    for im in images:
+        src, kind = Path(im["path"]), im.get("kind", "analysis")
+        if not src.exists():
+            continue
+        i = counts[kind] = counts.get(kind, -1) + 1
+        name = f"{kind}-{i:03d}{src.suffix}"
+        shutil.copyfile(src, fig_dir / name)
+        out.append((kind, f"figures/{name}", im.get("caption", "")))
     return out
 
 
-def build_report(df: pd.DataFrame, profile: str, out_dir, budget_img: float | None = None) -> dict:
-    """budget_img: the budget T in training images when given; else the pilot run in `df` fixes it."""
-    df = ensure_columns(df)
+def header(df: pd.DataFrame) -> str:
+    """What the report covers: counts, the code versions (full commits, `-dirty` when a run's working tree
+    had uncommitted changes) and the devices."""
+    commits = sorted(df["git_commit"].dropna().unique()) if "git_commit" in df else []
+    devices = sorted(df["device"].dropna().unique()) if "device" in df else []
+    return (f"Runs: {df['run'].nunique()}; evaluations: {df['eval'].nunique() if 'eval' in df else 0}; "
+            f"code: {', '.join(commits) or 'unknown'}; devices: {', '.join(devices) or 'unknown'}.")
+
+
+def build_report(df: pd.DataFrame, profile: str, out_dir, images=(), budget_img: float | None = None) -> dict:
+    """`images`: [{"kind": "samples" | "memorized" | "analysis", "path": ..., "caption": ...}] to show.
+    budget_img: the budget T in training images when given; else the pilot run in `df` fixes it."""
+    df = ensure_columns(conform(df))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tmp_fig = Path(tempfile.mkdtemp(prefix=".figures-", dir=out))
     try:
         doc = Doc(f"diffrepro report — profile `{profile}`")
-        commits = sorted(df["git_commit"].dropna().unique()) if "git_commit" in df else []
-        devices = sorted(df["device"].dropna().unique()) if "device" in df else []
-        doc.p(f"Runs: {df['run'].nunique()}; evaluations: {df['eval'].nunique() if 'eval' in df else 0}; "
-              f"code: {', '.join(c[:12] for c in commits) or 'unknown'}; devices: {', '.join(devices) or 'unknown'}.")
+        doc.p(header(df))
         if profile == "smoke":
             doc.p("This is the `smoke` profile: tiny networks trained for minutes on a CPU. It checks that the "
                   "pipeline works end to end; its numbers say nothing about the papers' claims.")
@@ -157,9 +154,9 @@ def build_report(df: pd.DataFrame, profile: str, out_dir, budget_img: float | No
             if fn(df, tmp_fig / name):
                 doc.image(f"figures/{name}", caption)
                 made.append(name)
-        images = _copy_eval_images(df, tmp_fig)
+        copied = _copy_images(images, tmp_fig)
         for kind in ("analysis", "samples", "memorized"):
-            for _, rel, caption in (i for i in images if i[0] == kind):
+            for _, rel, caption in (i for i in copied if i[0] == kind):
                 doc.image(rel, caption)
 
         doc.h("Runs")
