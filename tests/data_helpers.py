@@ -173,8 +173,7 @@ def paper_on_small_archive(params: dict, cifar_entry: dict, n_train: int = 40, s
     prof.update(device="cpu", gpus_per_job=0, fid_reference={"cifar10": ref_count})
     tname = prof["experiments"][0]["training"]
     small = {**p["training"][tname], "network": "tiny", "steps": steps, "batch_size": 8, "checkpoint_every": steps,
-             "log_every": steps, "lr_warmup_img": 0, "ema_halflife_img": 100, "precision": "fp32", "compile": False,
-             "channels_last": False}
+             "log_every": steps, "lr_warmup_img": 0, "ema_halflife_img": 100, "precision": "fp32", "fast": False}
     if augment is not None:
         small["augment"] = augment
     p["training"][tname] = small
