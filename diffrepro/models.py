@@ -20,8 +20,9 @@ def network_config(training: dict, data_shape) -> dict:
 
 def build_denoiser(net_cfg: dict, precond: str, method: dict | None = None):
     """The network under its preconditioning; with the run's method spec, the preconditioning carries the
-    noise range the method trains on (methods.trained_sigma_range), which samplers clamp to."""
-    from .methods import trained_sigma_range
+    noise range the method trains on (sigma_dist.trained_sigma_range), which samplers clamp to. Loading a
+    model needs no method code: only the sigma distribution's range."""
+    from .sigma_dist import trained_sigma_range
 
     cfg = dict(net_cfg)
     preset = cfg.pop("preset")

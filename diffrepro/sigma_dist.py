@@ -90,3 +90,19 @@ class LogUniform(SigmaDistribution):
         inside = (sigma >= self.sigma_min) & (sigma <= self.sigma_max)
         value = -math.log(math.log(self.sigma_max / self.sigma_min))
         return torch.where(inside, torch.full_like(sigma, value), torch.full_like(sigma, -math.inf))
+
+
+# A method's sigma distribution when its entry names none: the preconditioning's own (EDM Table 1)
+DEFAULT_SIGMA_DIST = {"edm": {"kind": "lognormal"}, "vp": {"kind": "vp"}, "ve": {"kind": "loguniform"}}
+
+
+def trained_sigma_range(method: dict) -> dict:
+    """Preconditioning arguments that put the range of noise levels a method trains on onto the
+    preconditioning object (precond.Preconditioning; samplers clamp to it): VE's log-uniform range, VP's
+    epsilon_t. Empty for EDM (its log-normal is unbounded; EDMPrecond keeps EDM's sampling range)."""
+    sd = method.get("sigma_dist") or DEFAULT_SIGMA_DIST[method["precond"]]
+    if method["precond"] == "ve" and sd["kind"] == "loguniform":
+        return {k: float(sd[k]) for k in ("sigma_min", "sigma_max") if k in sd}
+    if method["precond"] == "vp" and sd["kind"] == "vp" and "epsilon_t" in sd:
+        return {"epsilon_t": float(sd["epsilon_t"])}
+    return {}

@@ -7,9 +7,7 @@ from __future__ import annotations
 import torch
 
 from ..loss import DenoisingLoss
-from ..sigma_dist import LogNormal, LogUniform, SigmaDistribution, VPTraining
-
-DEFAULT_SIGMA_DIST = {"edm": {"kind": "lognormal"}, "vp": {"kind": "vp"}, "ve": {"kind": "loguniform"}}
+from ..sigma_dist import DEFAULT_SIGMA_DIST, LogNormal, LogUniform, SigmaDistribution, VPTraining
 
 
 def build_sigma_dist(spec: dict, total_steps: int | None = None) -> SigmaDistribution:
@@ -27,18 +25,6 @@ def build_sigma_dist(spec: dict, total_steps: int | None = None) -> SigmaDistrib
         from .infonoise import InfoNoise
         return InfoNoise.from_spec(kw)          # warm-up and refresh in training images: no run length needed
     raise ValueError(f"unknown sigma distribution {kind!r}")
-
-
-def trained_sigma_range(method: dict) -> dict:
-    """Preconditioning arguments that put the range of noise levels a method trains on onto the
-    preconditioning object (precond.Preconditioning; samplers clamp to it): VE's log-uniform range, VP's
-    epsilon_t. Empty for EDM (its log-normal is unbounded; EDMPrecond keeps EDM's sampling range)."""
-    sd = method.get("sigma_dist") or DEFAULT_SIGMA_DIST[method["precond"]]
-    if method["precond"] == "ve" and sd["kind"] == "loguniform":
-        return {k: float(sd[k]) for k in ("sigma_min", "sigma_max") if k in sd}
-    if method["precond"] == "vp" and sd["kind"] == "vp" and "epsilon_t" in sd:
-        return {"epsilon_t": float(sd["epsilon_t"])}
-    return {}
 
 
 def build_objective(method: dict, train_data: torch.Tensor, total_steps: int | None = None,
