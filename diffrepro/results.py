@@ -121,7 +121,7 @@ def _analysis_frame(a: dict, with_run) -> pd.DataFrame | None:
                 for metric, k in (("mem_fraction_ckpt", "fraction_memorized"), ("mem_median_ratio_ckpt", "median_ratio"))]
         if "fid" in m:
             rows.append({"metric": "fid_ckpt", "value": m["fid"], "step": m["step"], "num_samples": m["fid_samples"],
-                         "fid_ref_count": m["fid_ref_count"]})
+                         "fid_ref_count": m["fid_ref_count"], **({"fid_mode": m["fid_mode"]} if "fid_mode" in m else {})})
         return with_run(pd.DataFrame(rows), a["run"])
     if kind == "trajectory":
         t = pd.read_parquet(path)

@@ -46,14 +46,19 @@ def main(argv=None):
     log.info("step %d: %d of %d samples memorized (d1/d2 < %.3f)", step, scores.count, scores.n_samples,
              spec["threshold"])
     if args.ref:
-        from diffrepro.metrics.fid import fid_from_arrays, load_statistics
+        from diffrepro.metrics.fid import check_reference, fid_from_arrays, load_statistics
 
         ref = load_statistics(args.ref)
+        try:
+            mode = check_reference(ref, spec["fid"].get("mode", "clean"), samples.shape[1:],
+                                   f"reference statistics {args.ref}")
+        except ValueError as exc:   # statistics that cannot be compared with these samples: say which and why
+            raise SpecError(str(exc)) from None
         out.update(fid=fid_from_arrays(samples, ref, device=device, batch_size=spec["fid"].get("batch_size", 64),
-                                       mode=spec["fid"].get("mode", "clean"),
-                                       progress=False),
-                   fid_ref_count=ref.n, fid_samples=len(samples))
-        log.info("step %d: FID %.4f (%d samples vs %d reference images)", step, out["fid"], len(samples), ref.n)
+                                       mode=mode, progress=False),
+                   fid_mode=mode, fid_ref_count=ref.n, fid_samples=len(samples))
+        log.info("step %d: FID %.4f (%s mode, %d samples vs %d reference images)", step, out["fid"], mode,
+                 len(samples), ref.n)
     atomic_write_json(args.out, out)
 
 
