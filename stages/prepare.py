@@ -41,8 +41,9 @@ def main(argv=None):
             log.info("read %s", ds.manifest[part].pop("description"))
             ds.manifest[part].pop("files", None)       # your own data's file paths (its content is hashed)
     write_dataset(args.out, ds)
-    log.info("%s: %d training and %d held-out examples of shape %s -> %s", spec["dataset"].get("entry", ""),
-             len(ds.train), len(ds.heldout), tuple(ds.train.shape[1:]), args.out)
+    name = spec["dataset"].get("entry") or spec["dataset"].get("name", "dataset")   # a hand-written spec has no entry
+    log.info("%s: %d training and %d held-out examples of shape %s -> %s", name, len(ds.train), len(ds.heldout),
+             tuple(ds.train.shape[1:]), args.out)
 
 
 if __name__ == "__main__":
