@@ -337,3 +337,35 @@ def test_cuda_speed_50k_cifar_sized():
     print(f"50k x 50k x 3072 on {torch.cuda.get_device_name()}: {elapsed:.3f} s")
     assert s.memorized[:1000].all() and (s.nearest[:1000] == np.arange(1000)).all()
     assert elapsed < 0.5
+
+
+def test_memtrace_stage_counts_with_the_threshold_of_its_spec(tmp_path):
+    """The memorization-over-training stage takes the threshold from its spec (it once always used 1/3).
+    Oracle: at threshold 1 every sample counts (d1/d2 < 1 without ties); at the median ratio exactly half."""
+    import json
+
+    from stages import memtrace, prepare, train
+
+    (tmp_path / "data.json").write_text(json.dumps(
+        {"dataset": {"kind": "toy2d", "name": "ring", "n_train": 200, "n_heldout": 50, "seed": 0}}))
+    (tmp_path / "train.json").write_text(json.dumps(
+        {"method": {"name": "edm", "precond": "edm"}, "seed": 0,
+         "training": {"name": "t", "network": "mlp-small", "steps": 20, "batch_size": 64, "lr": 3e-3,
+                      "checkpoint_every": 20, "log_every": 20}}))
+    data, run = str(tmp_path / "data"), str(tmp_path / "run")
+    prepare.main(["--spec", str(tmp_path / "data.json"), "--out", data])
+    train.main(["--spec", str(tmp_path / "train.json"), "--data", data, "--out", run, "--device", "cpu"])
+
+    def count_at(threshold):
+        spec = tmp_path / "memtrace.json"
+        spec.write_text(json.dumps({"stage": "memtrace", "run": "t", "step": 20, "num_samples": 64, "batch_size": 64,
+                                    "sampling": {"sampler": "euler", "num_steps": 4}, "threshold": threshold,
+                                    "fid": None}))
+        memtrace.main(["--spec", str(spec), "--model", run + "/model.pt", "--data", data,
+                       "--out", str(tmp_path / "mem.json"), "--device", "cpu"])
+        return json.loads((tmp_path / "mem.json").read_text())
+
+    everything = count_at(1.0)
+    assert everything["threshold"] == 1.0 and everything["count"] == everything["n_samples"] == 64
+    half = count_at(everything["median_ratio"])
+    assert half["threshold"] == everything["median_ratio"] and half["count"] == 32
