@@ -83,6 +83,31 @@ def test_every_parameter_of_the_analysis_block_reaches_a_spec(params):
         assert _changed(params, _set(("profiles", "smoke", "analysis", key), value + 1)), key
 
 
+def test_claims_profile_plans_the_pilot_and_blocks_a_to_c(params):
+    """methods.md section 6's runs: the pilot; block A (8 arms x 3 seeds to T on the full set, eta = 0.98 also at
+    2T); block B (N in {100, 300, 1000, 3000} x eta in {0, 0.9} x 2 seeds, the medium width at N = 1k, 3k);
+    block C (E1's sampler sweep with its Heun-256 reference on block A's EDM models, the same runs)."""
+    pl = plan(params, "claims")
+    runs = {(j.spec["dataset"]["n_train"], j.spec["method"]["name"], j.spec["training"]["name"], j.spec["seed"])
+            for j in pl["train"].values()}
+    pilot = {(60000, "edm", "claims-pilot", 0)}
+    block_a = {(60000, m, "claims-small", s) for m in ("edm", "vp", "ve", "sparse-50", "sparse-90", "sparse-98",
+                                                        "infonoise", "stf-4096") for s in range(3)}
+    block_a |= {(60000, "sparse-98", "claims-small-2T", s) for s in range(3)}
+    block_b = {(n, m, "claims-small", s) for n in (100, 300, 1000, 3000) for m in ("edm", "sparse-90") for s in (0, 1)}
+    block_b |= {(n, "edm", "claims-medium", s) for n in (1000, 3000) for s in (0, 1)}
+    assert runs == pilot | block_a | block_b
+    sweep = {j.spec["sampling"]["name"] for j in pl["sample"].values()
+             if j.spec["run"] == "fmnist-n60000_edm_claims-small_s0"}
+    block_c = {f"heun-{n}" for n in (5, 7, 9, 13, 25, 32, 256)} | {f"euler-{n}" for n in (8, 16, 32, 64, 128, 256)}
+    assert sweep == block_c | {"heun-18"}, "block A's evaluation and block C's sweep, on the same model"
+    assert all(len([j for j in pl["sample"].values() if j.spec["run"] == f"fmnist-n60000_edm_claims-small_s{s}"])
+               == 14 for s in range(3)), "block C samples block A's three EDM seeds"
+    pilot_curve = {j.spec["step"] for j in pl["memtrace"].values() if j.spec["run"].endswith("claims-pilot_s0")}
+    assert pilot_curve == set(range(4000, 80001, 4000)), "the pilot's FID every 5% of its run"
+    assert "GPU-hours" in (REPO / "params.yaml").read_text().split("\n  claims:")[1].split("\n  toy:")[0]
+
+
 def test_dataset_identity_is_its_content_not_its_path(params, tmp_path):
     copy_dir = tmp_path / "fmnist-copy"
     copy_dir.mkdir()
