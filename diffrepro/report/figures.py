@@ -267,10 +267,11 @@ def stf_target_variance(df: pd.DataFrame, path) -> bool:
     d = d[d["ref_batch"] > 1]
     if d.empty:
         return False
-    n = d["n_train"].max()
-    d = d[d["n_train"] == n]
+    n = d["n_train"].max()                  # the largest subset, of one dataset (the first by name)
+    ds = sorted(d.loc[d["n_train"] == n, "dataset"].unique())[0]
+    d = d[(d["n_train"] == n) & (d["dataset"] == ds)]
     fig, ax = plt.subplots(figsize=(5.2, 3.6))
-    se = df[(df["metric"] == "stf_trace_ratio_se") & (df["n_train"] == n)]
+    se = df[(df["metric"] == "stf_trace_ratio_se") & (df["n_train"] == n) & (df["dataset"] == ds)]
     from ..plots import band
     for i, (r, g) in enumerate(sorted(d.groupby("ref_batch"))[:MAX_LINES]):
         g = g.sort_values("sigma")
