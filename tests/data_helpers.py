@@ -168,7 +168,7 @@ def paper_on_small_archive(params: dict, cifar_entry: dict, n_train: int = 40, s
     augment: another augmentation probability for the training configuration (default: the profile's)."""
     import copy
     p = copy.deepcopy(params)
-    p["datasets"]["cifar10"] = {**cifar_entry, "allow_download": False}
+    p["datasets"]["cifar10"] = {"allow_download": False, **cifar_entry}
     prof = p["profiles"]["paper"]
     prof.update(device="cpu", gpus_per_job=0, fid_reference={"cifar10": ref_count})
     tname = prof["experiments"][0]["training"]
