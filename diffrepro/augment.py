@@ -356,3 +356,10 @@ class NonLeakingAugment:
 
     def __call__(self, images, generator, shard=None):
         return augment(images, self.p, generator, self.pipe, shard)
+
+
+def training_hook(training: dict) -> Optional[NonLeakingAugment]:
+    """The loss hook a training entry of params.yaml asks for: `augment: p` (p > 0) is EDM's CIFAR-10 pipeline
+    at probability p; absent or 0: none (the network then has no augmentation input, as in EDM)."""
+    p = float(training.get("augment") or 0)
+    return NonLeakingAugment(p, EDM_CIFAR10) if p > 0 else None

@@ -9,12 +9,24 @@ from .io import atomic_torch_save
 from .nets import build_network
 from .precond import build_precond
 
+# the label size of EDM's CIFAR-10 augmentation (augment.EDM_CIFAR10.label_dim), kept here so that loading a
+# model does not import the augmentation code (the stages that only load models do not depend on it)
+AUGMENT_DIM = 9
+
 
 def network_config(training: dict, data_shape) -> dict:
-    """data_shape: (C, H, W) for images or (D,) for vectors."""
+    """data_shape: (C, H, W) for images or (D,) for vectors. A training entry with `augment: p > 0` (EDM's
+    non-leaking augmentation) gets a network conditioned on the augmentation label (augment_dim)."""
+    augment = float(training.get("augment") or 0)
     if len(data_shape) == 3:
-        return {"preset": training["network"], "channels": data_shape[0], "img_resolution": data_shape[1],
-                **training.get("network_kw", {})}
+        cfg = {"preset": training["network"], "channels": data_shape[0], "img_resolution": data_shape[1],
+               **training.get("network_kw", {})}
+        if augment > 0:
+            cfg["augment_dim"] = AUGMENT_DIM
+        return cfg
+    if augment > 0:
+        raise ValueError(f"training {training.get('name', '')!r}: augment: {augment:g} needs image data "
+                         f"(the augmentation is geometric); this dataset has vectors of shape {tuple(data_shape)}")
     return {"preset": training["network"], "channels": data_shape[0], **training.get("network_kw", {})}
 
 

@@ -43,6 +43,9 @@ class Preconditioning(nn.Module):
         super().__init__()
         self.net = net
         self.sigma_data = sigma_data
+        # a network conditioned on augmentation labels (EDM's non-leaking augmentation) is queried with the
+        # label zeroed whenever none is given: "no augmentation", the distribution samples are drawn from
+        self.augment_dim = int(getattr(net, "augment_dim", 0) or 0)
 
     # --- Table 1 rows (all take and return tensors of sigma) ---
     def c_skip(self, sigma):
@@ -81,9 +84,11 @@ class Preconditioning(nn.Module):
         return torch.as_tensor(sigma)
 
     def forward(self, x: torch.Tensor, sigma, class_labels=None, augment_labels=None) -> torch.Tensor:
-        """D(x; sigma). `augment_labels` (B, augment_dim): the augmentation conditioning of EDM's networks, passed
-        to the network when given (a U-Net built with augment_dim > 0)."""
+        """D(x; sigma). `augment_labels` (B, augment_dim): the augmentation conditioning of EDM's networks (a U-Net
+        built with augment_dim > 0); left out, such a network gets zeros (no augmentation: sampling, analyses)."""
         sigma = _as_sigma(sigma, x)
+        if augment_labels is None and self.augment_dim:
+            augment_labels = torch.zeros(x.shape[0], self.augment_dim, dtype=torch.float32, device=x.device)
         # the dtype the network takes its input in: its own word for it (fast.AutocastNet), else its weights'
         net_dtype = getattr(self.net, "input_dtype", None) or next(self.net.parameters()).dtype
         x_in = (self.c_in(sigma) * x).to(net_dtype)

@@ -21,6 +21,7 @@ def main(argv=None):
     p.add_argument("--out", required=True, help=".npz statistics file")
     p.add_argument("--source", default="auto", help="folder, archive or file of the raw dataset (auto: standard places)")
     p.add_argument("--download", choices=["yes", "no"], default="no", help="download (verified) when not found")
+    p.add_argument("--url", default=None, help="where to download from (a known dataset's mirror; default: official)")
     add_device(p)
     args = p.parse_args(argv)
 
@@ -31,7 +32,8 @@ def main(argv=None):
     spec = load_spec(args.spec, "fidref", ["dataset", "fid"])
     ds, count, fid = spec["dataset"], spec.get("count"), spec["fid"]
     mode = fid.get("mode", "clean")
-    where = {"source": None if args.source == "auto" else args.source, "allow_download": args.download == "yes"}
+    where = {"source": None if args.source == "auto" else args.source, "allow_download": args.download == "yes",
+             "url": args.url}
     images, how, source = reference_images({**ds, **where}, count)
     device = pick_device(args.device)
     feats = features_from_array(images, device=device, batch_size=fid.get("batch_size", 64), mode=mode,

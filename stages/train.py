@@ -89,6 +89,7 @@ def main(argv=None):
     args = p.parse_args(argv)
 
     from diffrepro import distributed
+    from diffrepro.augment import training_hook
     from diffrepro.data import load_dataset
     from diffrepro.device import pick_device
     from diffrepro.io import atomic_write_parquet, remove_stale_temporaries
@@ -119,12 +120,14 @@ def main(argv=None):
     net_cfg = network_config(training, tuple(data.shape[1:]))
     torch.manual_seed(seed)  # initial weights depend on the seed only
     denoiser = build_denoiser(net_cfg, method["precond"])
-    objective = build_objective(method, data.to(device), total_steps=cfg.steps, precond=denoiser)
+    augment = training_hook(training)       # EDM's non-leaking augmentation (training.<name>.augment)
+    objective = build_objective(method, data.to(device), total_steps=cfg.steps, precond=denoiser, augment_fn=augment)
     trainer = Trainer(denoiser, objective, data, cfg, ckpt_dir=ckpt, device=device, progress=main_rank)
     n_params = sum(p_.numel() for p_ in denoiser.parameters())
-    log.info("run %s: %s, %s preconditioning, %s parameters on %s (%d process%s); %d steps of batch %d",
+    log.info("run %s: %s, %s preconditioning, %s parameters on %s (%d process%s); %d steps of batch %d%s",
              run, training["network"], method["precond"], f"{n_params:,}", device, trainer.world,
-             "es" if trainer.world > 1 else "", cfg.steps, cfg.batch_size)
+             "es" if trainer.world > 1 else "", cfg.steps, cfg.batch_size,
+             f"; non-leaking augmentation p = {augment.p:g}" if augment else "")
     if trainer.try_resume():
         log.info("resuming from checkpoint at step %d of %d", trainer.state.step, cfg.steps)
     t0 = time.time()
@@ -144,7 +147,9 @@ def main(argv=None):
             extra[k] = v
         frame = pd.concat([frame, extra], ignore_index=True)
     record = dict(net_cfg=net_cfg, precond=method["precond"], spec=spec)
-    meta = {"provenance": provenance, "data_shape": list(data.shape[1:])}
+    meta = {"provenance": provenance, "data_shape": list(data.shape[1:]),
+            # the network's augmentation input (net_cfg's augment_dim) is drawn from with the label zeroed
+            "augment": {"p": augment.p, "pipe": augment.pipe.to_dict()} if augment else None}
     snaps = sorted((ckpt / "snapshots").glob("step-*.pt"))
     if (out / "snapshots").exists():
         shutil.rmtree(out / "snapshots")

@@ -160,15 +160,15 @@ def with_dataset(params: dict, entry: dict, name: str = "mine", replace: str = "
 
 
 def paper_on_small_archive(params: dict, cifar_entry: dict, n_train: int = 40, steps: int = 20,
-                           num_samples: int = 16, ref_count: int = 32, augment: float | None = None) -> dict:
+                           num_samples: int = 16, ref_count: int = 32, seeds=(0,), augment: float | None = None) -> dict:
     """A copy of params whose `paper` profile runs on CPU in minutes: datasets.cifar10 points at a small
     archive in the official format (cifar_entry from user_dataset_entries, with its md5), the EDM CIFAR-10
-    training configuration keeps its method and sampler but gets a tiny network and a few steps, few samples
-    and a small FID reference, in the papers' FID mode. augment: the non-leaking augmentation probability to
-    set on the training configuration (training.<name>.augment, once the training wiring reads it)."""
+    training configuration keeps its method, sampler and augmentation but gets a tiny network and a few steps,
+    few samples, few seeds and a small FID reference. The profile's FID mode (the papers') is left as it is.
+    augment: another augmentation probability for the training configuration (default: the profile's)."""
     import copy
     p = copy.deepcopy(params)
-    p["datasets"]["cifar10"] = {**cifar_entry, "allow_download": False}
+    p["datasets"]["cifar10"] = {"allow_download": False, **cifar_entry}
     prof = p["profiles"]["paper"]
     prof.update(device="cpu", gpus_per_job=0, fid_reference={"cifar10": ref_count})
     tname = prof["experiments"][0]["training"]
@@ -178,6 +178,5 @@ def paper_on_small_archive(params: dict, cifar_entry: dict, n_train: int = 40, s
         small["augment"] = augment
     p["training"][tname] = small
     for exp in prof["experiments"]:
-        exp.update(sizes=[n_train], num_samples=num_samples)
-    p["evaluation"]["fid"]["mode"] = "legacy_tensorflow"
+        exp.update(sizes=[n_train], num_samples=num_samples, seeds=list(seeds))
     return p

@@ -1,58 +1,84 @@
 """Your own data and the `paper` profile through the real pipeline (Snakemake), on CPU: a PNG folder and an
-.npz of the same images each run to a report, and the `paper` profile runs on a small CIFAR-10-format
+.npz of the same images each run through the smoke profile's image stages to a report, and the `paper` profile runs on a small CIFAR-10-format
 archive in the papers' FID mode."""
 import json
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from data_helpers import paper_on_small_archive, user_dataset_entries
-from pipeline_helpers import make_project, snakemake
+from diffrepro.data.sources import md5_file
+from pipeline_helpers import BIN, make_project, run, snakemake
 
 pytestmark = pytest.mark.integration
 
 
-def _tiny_training(params, name="tiny-own", steps=40):
-    params["training"][name] = {**params["training"]["tiny-cpu"], "steps": steps, "checkpoint_every": steps,
-                                "log_every": steps // 2}
-    return name
+def own_data_smoke(params: dict, names) -> dict:
+    """The smoke profile's analysed image experiment (every image stage: prepare, targetvar, fidref, train,
+    sample, fid, memorize, gap, memtrace, trajectory, aggregate, report), once per dataset in `names` in place
+    of Fashion-MNIST; the 2D toys, which do not read images, and the VP run, which passes through the same
+    stages, are left out (time)."""
+    smoke = params["profiles"]["smoke"]
+    image = [e for e in smoke["experiments"] if e["dataset"] == "fmnist" and e.get("analysis_steps")]
+    return {**{k: v for k, v in smoke.items() if k not in ("experiments", "toy_study", "fid_reference")},
+            "device": "cpu", "fid_reference": {d: smoke["fid_reference"]["fmnist"] for d in names},
+            "experiments": [{**e, "dataset": d} for d in names for e in image]}
 
 
-def test_png_folder_and_npz_run_through_the_pipeline_to_a_report(tmp_path):
+def test_png_folder_and_npz_run_through_the_smoke_pipeline_to_a_report(tmp_path):
     project = make_project(tmp_path / "p")
-    entries = user_dataset_entries(project / "userdata", n=80)
+    entries = user_dataset_entries(project / "userdata", n=340)     # smoke trains on 300, 20 held out
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["datasets"]["pngs"] = {**entries["pngs"], "source": "userdata/pngs"}     # relative to the project
     params["datasets"]["arr"] = {**entries["arr"], "source": "userdata/images.npz"}
-    tname = _tiny_training(params)
-    params["profiles"]["own"] = {
-        "device": "cpu", "fid_reference": {"pngs": 32, "arr": 32},
-        "experiments": [{"dataset": d, "sizes": [50], "methods": ["edm"], "training": tname, "seeds": [0],
-                         "sampling": ["heun-5"], "num_samples": 24} for d in ("pngs", "arr")]}
+    params["profiles"]["own"] = own_data_smoke(params, ["pngs", "arr"])
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     snakemake(project, "--config", "profile=own")
-    assert (project / "reports/own/report.md").exists()
-    data = {d: sorted((project / "results/data").glob(f"{d}-n50*"))[0] for d in ("pngs", "arr")}
+    assert "## FID" in (project / "reports/own/report.md").read_text()
+    data = {d: project / f"results/data/{d}-n300" for d in ("pngs", "arr")}
     manifests = {d: json.loads((p / "manifest.json").read_text()) for d, p in data.items()}
     assert manifests["pngs"]["source"]["content"] == manifests["arr"]["source"]["content"]
     assert np.array_equal(np.load(data["pngs"] / "train.npy"), np.load(data["arr"] / "train.npy"))
     metrics = pd.read_parquet(project / "reports/own/metrics.parquet")
-    fid = metrics[metrics.metric == "fid"]
-    assert set(fid.dataset) == {"pngs", "arr"} and set(fid.fid_mode) == {"clean"} and fid.value.gt(0).all()
+    every_stage = {"train_loss", "fid", "mem_fraction_memorized", "gap", "mem_fraction_ckpt", "fid_ckpt",
+                   "traj_e_traj", "stf_target_trace"}
+    for d in ("pngs", "arr"):
+        mine = metrics[metrics.dataset == d]
+        assert every_stage <= set(mine.metric), every_stage - set(mine.metric)
+        fid = mine[mine.metric == "fid"]
+        assert set(fid.method) == {"edm"} and set(fid.fid_mode) == {"clean"} and fid.value.gt(0).all()
+    # the same pixels as PNGs or as an array: the same trained model (seeded), the same samples
+    same = [sorted((project / "results/evals").glob(f"{d}-n300_edm_tiny-cpu_s0__heun-18"))[0] for d in ("pngs", "arr")]
+    assert np.array_equal(np.load(same[0] / "samples.npy"), np.load(same[1] / "samples.npy"))
 
 
 def test_paper_profile_runs_on_a_small_cifar10_archive(tmp_path):
+    """The `paper` profile as written (EDM's method, sampler, augmentation p = 0.12, FID in legacy_tensorflow
+    mode against the training split's statistics) with a tiny network, few steps and samples, one seed; the
+    archive comes through the verified download (a file:// mirror, the archive's md5 given in the entry)."""
     project = make_project(tmp_path / "p")
-    entries = user_dataset_entries(project / "userdata", n=60)
+    entries = user_dataset_entries(tmp_path / "mirror", n=60)
+    archive = tmp_path / "mirror/cifar-10-python.tar.gz"
+    cache = tmp_path / "cache"
     params = yaml.safe_load((project / "params.yaml").read_text())
-    params = paper_on_small_archive(params, {**entries["cifar"], "source": "userdata/cifar-10-python.tar.gz"})
+    cifar = {**entries["cifar"], "source": None, "allow_download": True, "url": archive.as_uri()}
+    params = paper_on_small_archive(params, cifar)
+    assert params["profiles"]["paper"]["fid"]["mode"] == "legacy_tensorflow"
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    snakemake(project, "--config", "profile=paper")
-    assert (project / "reports/paper/report.md").exists()
+    run([BIN / "snakemake", "--cores", "2", "--config", "profile=paper"], project,
+        extra_env={"DIFFREPRO_CACHE": str(cache)})
+    assert md5_file(cache / "datasets/cifar10/cifar-10-python.tar.gz") == entries["cifar"]["md5"]   # downloaded, kept
+    report = (project / "reports/paper/report.md").read_text()
+    fid_rows = [line for line in report.split("## FID", 1)[1].split("\n## ", 1)[0].splitlines() if "ddpmpp-cifar" in line]
+    assert len(fid_rows) == 1 and "legacy_tensorflow" in fid_rows[0]
     fids = [json.loads(p.read_text()) for p in (project / "results/evals").glob("*/fid.json")]
     assert len(fids) == 1 and fids[0]["mode"] == "legacy_tensorflow" and fids[0]["n_samples"] == 16
     ref = np.load(project / fids[0]["ref"], allow_pickle=False)
     meta = json.loads(str(ref["meta"]))
     assert meta["mode"] == "legacy_tensorflow" and meta["image_shape"] == [32, 32, 3] and int(ref["n"]) == 32
+    (run_dir,) = (project / "results/runs").iterdir()
+    model = torch.load(run_dir / "model.pt", weights_only=False)
+    assert model["network"]["augment_dim"] == 9 and model["augment"]["p"] == 0.12

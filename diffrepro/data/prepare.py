@@ -35,14 +35,16 @@ IMAGE_DATASETS = ("fashion_mnist", "cifar10")
 
 
 def load_raw(name: str, split: str = "train", source=None, allow_download: bool = False,
-             cache_dir=None, md5: Optional[str] = None) -> RawSplit:
+             cache_dir=None, md5: Optional[str] = None, url: Optional[str] = None) -> RawSplit:
     """Verified raw split of a known image dataset; `source` is a folder (Fashion-MNIST) or the
-    archive / its folder (CIFAR-10); `md5` replaces CIFAR-10's official archive md5 (a re-packed copy)."""
+    archive / its folder (CIFAR-10); `md5` replaces CIFAR-10's official archive md5 (a re-packed copy);
+    `url` replaces the official download address (a mirror: CIFAR-10's archive, Fashion-MNIST's folder)."""
+    where = {"url": url} if url else {}
     if name == "fashion_mnist":
-        return load_fashion_mnist(split, source=source, allow_download=allow_download, cache_dir=cache_dir)
+        return load_fashion_mnist(split, source=source, allow_download=allow_download, cache_dir=cache_dir, **where)
     if name == "cifar10":
         return load_cifar10(split, archive=source, allow_download=allow_download, cache_dir=cache_dir,
-                            md5=md5 or CIFAR10_MD5)
+                            md5=md5 or CIFAR10_MD5, **where)
     raise ValueError(f"unknown image dataset {name!r}; choose one of {IMAGE_DATASETS}, or give your own data "
                      f"with format: {' | '.join(FORMATS)}")
 
@@ -68,7 +70,7 @@ def load_pool(spec: dict, split: str = "train", cache_dir=None) -> RawSplit:
         raise DatasetError(f"{_entry(spec)}: heldout_split: test needs the held-out images: set heldout_source to "
                            f"a {fmt} of them, or drop heldout_split to carve n_heldout images out of {source}")
     raw = load_raw(spec["name"], split, spec.get("source"), spec.get("allow_download", False), cache_dir,
-                   spec.get("md5"))
+                   spec.get("md5"), spec.get("url"))
     raw.source.update(content=describe_content(raw.images, raw.labels), order="official")
     return raw
 

@@ -28,8 +28,9 @@ def build_sigma_dist(spec: dict, total_steps: int | None = None) -> SigmaDistrib
 
 
 def build_objective(method: dict, train_data: torch.Tensor, total_steps: int | None = None,
-                    sigma_data: float = 0.5, precond=None) -> DenoisingLoss:
-    """`train_data` (float, on the training device) is what the reference batch of STF draws from."""
+                    sigma_data: float = 0.5, precond=None, augment_fn=None) -> DenoisingLoss:
+    """`train_data` (float, on the training device) is what the reference batch of STF draws from;
+    `augment_fn` (a training setting, not a method): augment.training_hook of the training entry."""
     sd_spec = method.get("sigma_dist") or DEFAULT_SIGMA_DIST[method["precond"]]
     sigma_dist = build_sigma_dist(sd_spec, total_steps)
     if hasattr(sigma_dist, "loss_weight_fn") and precond is not None:
@@ -41,4 +42,4 @@ def build_objective(method: dict, train_data: torch.Tensor, total_steps: int | N
     if method.get("target"):
         from .stf import build_target_fn
         target_fn = build_target_fn(train_data, **{k: v for k, v in method["target"].items() if k != "kind"})
-    return DenoisingLoss(sigma_dist, target_fn=target_fn, mask_fn=mask_fn)
+    return DenoisingLoss(sigma_dist, target_fn=target_fn, mask_fn=mask_fn, augment_fn=augment_fn)

@@ -43,7 +43,7 @@ CHECKPOINT_SAMPLER = {"sampler": "heun", "num_steps": 18}   # samples of analyse
 TARGETVAR = {"sigmas": [0.05, 0.1, 0.2, 0.35, 0.6, 1.0, 1.7, 3.0, 5.0, 9.0, 16.0, 40.0, 80.0],
              "ref_batches": [64, 256, 1024], "n_samples": 256, "seed": 0}
 TOY_STUDY_DEFAULTS = {"eps": 0.02, "num_samples": 1000}
-IDENTITY_FREE = ("source", "heldout_source", "allow_download")    # where a dataset's files lie, not what they are
+IDENTITY_FREE = ("source", "heldout_source", "allow_download", "url")    # where a dataset's files lie, not what they are
 # what FID reference statistics depend on: the training pool's content and how it is brought to the
 # models' resolution and channels (not the subset size or the held-out split)
 REFERENCE_KEYS = ("entry", "kind", "name", "format", "resolution", "channels", "resize", "seed", "md5", "fingerprint")
@@ -117,8 +117,9 @@ OUTPUTS = {
 # never a parameter of the computation, which is in the spec.
 CLI = {
     "prepare": [("spec", "spec"), ("out", "out"), ("source", "source"), ("heldout-source", "heldout_source"),
-                ("download", "download")],
-    "fidref": [("spec", "spec"), ("out", "out"), ("source", "source"), ("download", "download"), ("device", "device")],
+                ("download", "download"), ("url", "url")],
+    "fidref": [("spec", "spec"), ("out", "out"), ("source", "source"), ("download", "download"), ("url", "url"),
+               ("device", "device")],
     "targetvar": [("spec", "spec"), ("data", "data"), ("out", "out"), ("figure", "figure")],
     "toystudy": [("spec", "spec"), ("out", "out"), ("flow", "flow"), ("sweep", "sweep")],
     "train": [("spec", "spec"), ("data", "data"), ("out", "out"), ("device", "device")],
@@ -231,7 +232,7 @@ def dataset_identity(params: dict, name: str, size: Optional[int] = None) -> dic
 
 def _location(entry: dict) -> dict:
     return {"source": entry.get("source") or "auto", "heldout_source": entry.get("heldout_source"),
-            "download": "yes" if entry.get("allow_download") else "no"}
+            "download": "yes" if entry.get("allow_download") else "no", "url": entry.get("url")}
 
 
 class _Builder:
@@ -242,7 +243,8 @@ class _Builder:
         self.gpus = self.prof.get("gpus_per_job", 0)
         self.jobs: Dict[str, Dict[str, Job]] = {s: {} for s in STAGES}
         ev = params["evaluation"]
-        self.fid_cfg = {"mode": ev["fid"].get("mode", "clean"), "batch_size": ev["fid"].get("batch_size", 64)}
+        fid = {**ev["fid"], **self.prof.get("fid", {})}      # a profile's own FID settings win
+        self.fid_cfg = {"mode": fid.get("mode", "clean"), "batch_size": fid.get("batch_size", 64)}
         self.threshold = ev["memorization"].get("threshold", 1 / 3)
         self.analysis = {**ANALYSIS_DEFAULTS, **self.prof.get("analysis", {})}
 

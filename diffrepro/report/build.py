@@ -12,14 +12,16 @@ from ..io import atomic_write_json, atomic_write_text
 from ..results import conform
 from .claims import NOT_RUN, budget_of, claims_table, ensure_columns
 from .doc import Doc
-from .figures import FIGURES
+from .figures import FIGURES, fid_modes
 
 HOW_TO_READ = (
     "Every number comes from the tidy table `metrics.parquet` next to this file (one row per run x "
-    "evaluation x metric x step). FID uses clean-fid's `clean` mode (PIL bicubic resize to 299x299, "
-    "Inception-v3 pool features) against the reference statistics named in the table; FID depends on "
-    "the number of samples and on the reference set, so compare only numbers with equal counts, and "
-    "do not compare them with papers' FIDs (50k samples, different resizing). Memorization follows Gu "
+    "evaluation x metric x step). Every FID names its mode: `clean` (clean-fid's protocol: PIL bicubic "
+    "resize to 299x299, then Inception-v3 pool features) or `legacy_tensorflow` (the papers' protocol: the "
+    "TensorFlow Inception graph's own resize); the two give different values for the same images. FID also "
+    "depends on the number of samples and on the reference set, so compare only numbers of one mode with "
+    "equal counts and references; a paper's FID (legacy_tensorflow, 50k samples against the training set) "
+    "compares only with a number measured that way. Memorization follows Gu "
     "et al. (2023): a sample is memorized when its nearest training image is closer than a third of the "
     "distance to the second nearest (pixel L2). Numbers are seed means with a 95% interval in brackets "
     "(Student t with n - 1 degrees of freedom; n = seeds; no interval with one seed).")
@@ -44,16 +46,19 @@ def _mean_ci(df: pd.DataFrame, by, value="value") -> pd.DataFrame:
 
 
 def fid_table(df):
+    """FID per dataset size, method, training and sampler, with its mode, sample count and reference beside it
+    (values of different modes are different rows, never pooled)."""
     d = df[df["metric"] == "fid"]
     if d.empty:
         return pd.DataFrame()
-    by = ["dataset", "n_train", "method", "training", "sampling", "nfe", "num_samples", "fid_ref_count"]
+    d = d.assign(fid_mode=fid_modes(d))
+    by = ["dataset", "n_train", "method", "training", "sampling", "nfe", "num_samples", "fid_ref_count", "fid_mode"]
     t = _mean_ci(d, by)
     t["fid_ref_count"] = t["fid_ref_count"].map(lambda c: "whole training split" if pd.isna(c) else int(c))
     t["nfe"] = t["nfe"].map(lambda v: "–" if pd.isna(v) else int(v))
     t["num_samples"] = t["num_samples"].map(lambda v: "–" if pd.isna(v) else int(v))
-    return t[by + ["value"]].rename(columns={"n_train": "N", "value": "FID (clean)", "num_samples": "samples",
-                                             "fid_ref_count": "reference images"})
+    return t[by + ["value"]].rename(columns={"n_train": "N", "value": "FID", "num_samples": "samples",
+                                             "fid_ref_count": "reference images", "fid_mode": "FID mode"})
 
 
 def memorization_table(df):
@@ -139,7 +144,8 @@ def build_report(df: pd.DataFrame, profile: str, out_dir, images=(), budget_img:
         doc.table(claims, "One row per claim of methods.md section 6.")
 
         doc.h("FID")
-        doc.table(fid_table(df), "FID by dataset size, method and sampler; seed mean [95% interval] (n).")
+        doc.table(fid_table(df), "FID by dataset size, method and sampler, in the mode named beside it; seed mean "
+                                 "[95% interval] (n).")
         doc.h("Memorization")
         doc.table(memorization_table(df), "Memorization (Gu et al. criterion) of the generated samples.")
         toy = toy_table(df)
@@ -177,6 +183,7 @@ def build_report(df: pd.DataFrame, profile: str, out_dir, images=(), budget_img:
                "claims_filled": int((claims["verdict"] != NOT_RUN).sum()),
                "verdicts": claims.set_index("id")["verdict"].to_dict(),
                "fid": {k: float(v) for k, v in fid.groupby("eval")["value"].mean().items()},
+               "fid_mode": {k: str(v) for k, v in fid.assign(m=fid_modes(fid)).groupby("eval")["m"].first().items()},
                "fraction_memorized": {k: float(v) for k, v in mem.groupby("eval")["value"].mean().items()},
                "figures": made}
     atomic_write_json(out / "summary.json", summary)

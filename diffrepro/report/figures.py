@@ -24,6 +24,17 @@ COMPARISONS: List[Tuple[str, Callable[[pd.DataFrame], pd.Series]]] = [
 ]
 
 
+def fid_modes(d: pd.DataFrame) -> pd.Series:
+    """The FID mode of each row (clean or legacy_tensorflow); rows from before FID had modes were clean."""
+    mode = d["fid_mode"].astype(object) if "fid_mode" in d.columns else pd.Series(None, index=d.index, dtype=object)
+    return mode.where(mode.notna(), "clean").astype(str)
+
+
+def fid_label(d: pd.DataFrame) -> str:
+    """An FID axis label naming the mode(s) and the sample count of the rows plotted."""
+    return f"FID, {' / '.join(sorted(fid_modes(d).unique()))} ({int(d['num_samples'].max())} samples)"
+
+
 def _arm_label(g: pd.DataFrame) -> str:
     f = g.iloc[0]
     label = str(f["method"])
@@ -83,7 +94,7 @@ def fid_vs_steps(df: pd.DataFrame, path) -> bool:
     for ax, (title, g) in zip(axes, todo):
         vals = _bands(ax, g, "step", ARM)
         log_if_spans(ax, vals, decades=0.5)
-        ax.set(title=title, xlabel="training step", ylabel=f"FID ({int(g['num_samples'].max())} samples)")
+        ax.set(title=title, xlabel="training step", ylabel=fid_label(g))
         ax.legend(fontsize=7)
     save(fig, path)
     return True
@@ -119,7 +130,7 @@ def pilot_curve(df: pd.DataFrame, path) -> bool:
     if budget.T_img:
         ax.axvline(budget.T_img / 1e6, color="k", ls="--", lw=1, label=f"T = {budget.T_img / 1e6:.3g} Mimg")
     log_if_spans(ax, d["value"], decades=0.5)
-    ax.set(xlabel="training images (millions)", ylabel=f"FID ({int(d['num_samples'].max())} samples)",
+    ax.set(xlabel="training images (millions)", ylabel=fid_label(d),
            title="pilot: the budget T (FID moves < 5% over the last quarter)")
     ax.legend(fontsize=7)
     save(fig, path)
@@ -220,7 +231,7 @@ def fid_vs_nfe(df: pd.DataFrame, path) -> bool:
         r = ref["value"].mean()
         ax.axhspan(0.98 * r, 1.02 * r, color="0.5", alpha=0.25, lw=0, label=f"Heun-256 reference +-2% ({r:.3g})")
     log_if_spans(ax, vals, decades=0.3)
-    ax.set(xscale="log", xlabel="NFE", ylabel=f"FID ({int(d['num_samples'].max())} samples)", title="sampler sweep (E1)")
+    ax.set(xscale="log", xlabel="NFE", ylabel=fid_label(d), title="sampler sweep (E1)")
     ax.legend(fontsize=7)
     if len(rmse):
         _bands(axes[1], rmse, "nfe", ["sampler"], label=lambda g: f"{g.iloc[0]['sampler']}")
@@ -256,10 +267,11 @@ def stf_target_variance(df: pd.DataFrame, path) -> bool:
     d = d[d["ref_batch"] > 1]
     if d.empty:
         return False
-    n = d["n_train"].max()
-    d = d[d["n_train"] == n]
+    n = d["n_train"].max()                  # the largest subset, of one dataset (the first by name)
+    ds = sorted(d.loc[d["n_train"] == n, "dataset"].unique())[0]
+    d = d[(d["n_train"] == n) & (d["dataset"] == ds)]
     fig, ax = plt.subplots(figsize=(5.2, 3.6))
-    se = df[(df["metric"] == "stf_trace_ratio_se") & (df["n_train"] == n)]
+    se = df[(df["metric"] == "stf_trace_ratio_se") & (df["n_train"] == n) & (df["dataset"] == ds)]
     from ..plots import band
     for i, (r, g) in enumerate(sorted(d.groupby("ref_batch"))[:MAX_LINES]):
         g = g.sort_values("sigma")
