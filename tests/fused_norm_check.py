@@ -86,8 +86,9 @@ def unet_case(device):
     kernel = fused_norm.group_norm_act
     norm.fused_norm.group_norm_act = lambda *a, **k: calls.append(1) or kernel(*a, **k)
     result = {}
-    for name, model, dtype in (("fast", net, torch.float32), ("plain", plain, torch.float64)):
-        y = model(x.to(device, dtype), sigma.to(device, dtype))
+    # the float64 reference runs on the CPU, whatever device the fast network is on
+    for name, model, dev, dtype in (("fast", net, device, torch.float32), ("plain", plain, "cpu", torch.float64)):
+        y = model(x.to(dev, dtype), sigma.to(dev, dtype))
         y.square().sum().backward()
         result[name] = [y.detach().cpu()] + [m.weight.grad.cpu() for m in (
             model.enc["8x8_block0"].norm1, model.dec["8x8_block1"].norm0, model.dec["4x4_in0"].norm2, model.out_norm)] + [
@@ -129,6 +130,10 @@ def launch_kinds(shape):
 
 def main():
     device = "cuda" if "--cuda" in sys.argv else "cpu"
+    # the kernels are checked in true float32: the network's convolutions and matmuls around them must not
+    # round to TF32 (PyTorch's default for cuDNN convolutions), or the U-Net case measures TF32, not the kernels
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
     results = {"supported_cpu_interpreter": fused_norm.supported(torch.zeros(1, 4, 2, 2).to(memory_format=torch.channels_last), 2)}
     for name in LAYOUTS:
         defaults = layout(name)

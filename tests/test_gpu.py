@@ -65,8 +65,23 @@ def _eval_loss(D, data, precision):
     return (D.loss_weight(sigma)[:, None, None, None] * (out - y) ** 2).mean().item()
 
 
+@pytest.fixture
+def fresh_compiler():
+    """Each training setting starts as a pipeline job does, in a process of its own: no compiled graphs, CUDA
+    graph pools or cached memory left by the settings before it (without this, on one H100, the DDPM++ setting
+    did not finish within 5 minutes after the eight others, while alone it passed in 35 s)."""
+    import gc
+    torch.compiler.reset()
+    gc.collect()
+    torch.cuda.empty_cache()
+    yield
+    torch.compiler.reset()
+    gc.collect()
+    torch.cuda.empty_cache()
+
+
 @pytest.mark.parametrize("entry", UNET_ENTRIES)
-def test_training_setting_runs_and_learns(entry):
+def test_training_setting_runs_and_learns(entry, fresh_compiler):
     from diffrepro.loss import DenoisingLoss
     from diffrepro.precond import EDMPrecond
     from diffrepro.sigma_dist import LogNormal
@@ -104,7 +119,7 @@ def _random_denoiser(preset, channels):
 
 @pytest.mark.parametrize("compile", [False, True])
 def test_sampling_fast_path_stays_close_to_fp32(compile):
-    """What the sample stage runs on a GPU (bf16 + speed paths, compiled or not) against fp32 with TF32 off,
+    """What the sample stage runs on a GPU (bf16 autocast, compiled or not) against fp32 with TF32 off,
     the same seeds: every value within 0.01 on the [-1, 1] scale."""
     from diffrepro.fast import AutocastNet
     from diffrepro.inference import for_sampling
@@ -112,7 +127,7 @@ def test_sampling_fast_path_stays_close_to_fp32(compile):
 
     ref = _random_denoiser("small", 1)
     D, what = for_sampling(copy.deepcopy(ref), "cuda", compile=compile)
-    assert isinstance(getattr(D.net, "_orig_mod", D.net), AutocastNet) and what.startswith("bf16+fast")
+    assert isinstance(getattr(D.net, "_orig_mod", D.net), AutocastNet) and what.startswith("bf16")
     tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     try:
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False

@@ -21,16 +21,18 @@ def test_cpu_and_fp32_sample_with_the_model_as_it_is(monkeypatch):
     assert for_sampling(D, "cuda") == (D, "fp32") and D.net is net and _plain_blocks(D)
 
 
-def test_gpu_samples_through_the_fast_path(monkeypatch):
-    """On a GPU (here: the decision alone, without compiling) the raw network is swapped and wrapped in bf16
-    autocast, inside the same preconditioning."""
+def test_gpu_samples_in_bf16_through_the_compiled_plain_network(monkeypatch):
+    """On a GPU (here: the decision alone, without compiling) the raw network is wrapped in bf16 autocast and
+    compiled, inside the same preconditioning; no speed path is swapped in (they lose on sampling)."""
     import diffrepro.fast as fast
     calls = []
     monkeypatch.setattr(fast, "compile_model", lambda m, mode=None: calls.append(mode) or m)
     D = EDMPrecond(build_network("tiny", channels=1, img_resolution=8)).eval()
     out, what = for_sampling(D, torch.device("cuda"), compile_mode="max-autotune-no-cudagraphs")
-    assert out is D and what == "bf16+fast+compile" and calls == ["max-autotune-no-cudagraphs"]
-    assert isinstance(D.net, fast.AutocastNet) and not _plain_blocks(D)
+    assert out is D and what == "bf16+compile" and calls == ["max-autotune-no-cudagraphs"]
+    assert isinstance(D.net, fast.AutocastNet) and _plain_blocks(D)
+    assert type(D.net.net).__name__ == "SongUNet" and not any(isinstance(m, fast.norm.FastGroupNorm)
+                                                              for m in D.modules())
     assert for_sampling(EDMPrecond(build_network("tiny", channels=1, img_resolution=8)), "cuda",
-                        compile=False)[1] == "bf16+fast"
+                        compile=False)[1] == "bf16"
     assert calls == ["max-autotune-no-cudagraphs"]
