@@ -38,19 +38,25 @@ def _train(project, spec, out, data="results/data/toy-gmm-n500"):
                             text=True)
 
 
-def test_sigkill_then_rerun_resumes_and_matches_uninterrupted(toy_project):
-    project, job = toy_project
-    full = _train(project, job.spec_path, "results/full")
-    assert full.wait(timeout=600) == 0, full.stderr.read()
-
-    victim = _train(project, job.spec_path, "results/killed")
-    # kill once the first checkpoint is complete: its resume state is written after its EMA snapshot
-    resume = project / "results/killed/ckpt/resume.pt"
+def _kill_after_first_checkpoint(project, spec, out):
+    """Start a training run and SIGKILL it once its first checkpoint is complete (its resume state is
+    written after its EMA snapshot)."""
+    victim = _train(project, spec, out)
+    resume = project / out / "ckpt/resume.pt"
     deadline = time.time() + 300
     while not resume.exists() and time.time() < deadline and victim.poll() is None:
         time.sleep(0.02)
     victim.send_signal(signal.SIGKILL)
     victim.wait()
+    return victim
+
+
+def test_sigkill_then_rerun_resumes_and_matches_uninterrupted(toy_project):
+    project, job = toy_project
+    full = _train(project, job.spec_path, "results/full")
+    assert full.wait(timeout=600) == 0, full.stderr.read()
+
+    victim = _kill_after_first_checkpoint(project, job.spec_path, "results/killed")
     assert victim.returncode == -signal.SIGKILL, "the run must be killed mid-training"
     assert not (project / "results/killed/model.pt").exists()
     # a kill between an atomic write and its rename can leave a hidden temporary, never a partial file under
@@ -78,13 +84,7 @@ def test_sigkill_then_rerun_resumes_and_matches_uninterrupted(toy_project):
 
 def test_checkpoints_of_another_spec_are_not_resumed(toy_project):
     project, job = toy_project
-    victim = _train(project, job.spec_path, "results/changed")
-    resume = project / "results/changed/ckpt/resume.pt"
-    deadline = time.time() + 300
-    while not resume.exists() and time.time() < deadline and victim.poll() is None:
-        time.sleep(0.02)
-    victim.send_signal(signal.SIGKILL)
-    victim.wait()
+    _kill_after_first_checkpoint(project, job.spec_path, "results/changed")
     spec = json.loads((project / job.spec_path).read_text())
     spec["training"]["lr"] = 1e-3
     (project / "changed.json").write_text(json.dumps(spec))
