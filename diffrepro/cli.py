@@ -36,6 +36,20 @@ def add_device(p: argparse.ArgumentParser):
                    help="where to compute (auto: the GPU when there is one)")
 
 
+def add_location(p: argparse.ArgumentParser, source_help: str):
+    """--source, --download and --url: where a dataset's raw files lie or come from (never part of a spec: the
+    same files elsewhere are the same data)."""
+    p.add_argument("--source", default="auto", help=source_help)
+    p.add_argument("--download", choices=["yes", "no"], default="no", help="download (verified) when not found")
+    p.add_argument("--url", default=None, help="where to download from (a known dataset's mirror; default: official)")
+
+
+def location(args: argparse.Namespace) -> dict:
+    """The dataset-entry keys that add_location's arguments stand for."""
+    return {"source": None if args.source == "auto" else args.source, "allow_download": args.download == "yes",
+            "url": args.url}
+
+
 def load_spec(path, stage: str, required=()) -> dict:
     """The spec at `path`, checked to be meant for `stage` and to hold the `required` keys."""
     path = Path(path)

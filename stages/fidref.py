@@ -13,15 +13,13 @@ Stored as our own artifact (mu, sigma, n, and what they depend on), never inside
 """
 from __future__ import annotations
 
-from diffrepro.cli import add_device, load_spec, log, main_guard, parser
+from diffrepro.cli import add_device, add_location, load_spec, location, log, main_guard, parser
 
 
 def main(argv=None):
     p = parser(__doc__)
     p.add_argument("--out", required=True, help=".npz statistics file")
-    p.add_argument("--source", default="auto", help="folder, archive or file of the raw dataset (auto: standard places)")
-    p.add_argument("--download", choices=["yes", "no"], default="no", help="download (verified) when not found")
-    p.add_argument("--url", default=None, help="where to download from (a known dataset's mirror; default: official)")
+    add_location(p, "folder, archive or file of the raw dataset (auto: standard places)")
     add_device(p)
     args = p.parse_args(argv)
 
@@ -32,8 +30,7 @@ def main(argv=None):
     spec = load_spec(args.spec, "fidref", ["dataset", "fid"])
     ds, count, fid = spec["dataset"], spec.get("count"), spec["fid"]
     mode = fid.get("mode", "clean")
-    where = {"source": None if args.source == "auto" else args.source, "allow_download": args.download == "yes",
-             "url": args.url}
+    where = location(args)
     images, how, source = reference_images({**ds, **where}, count)
     device = pick_device(args.device)
     feats = features_from_array(images, device=device, batch_size=fid.get("batch_size", 64), mode=mode,

@@ -13,16 +13,14 @@ package or the download cache), --heldout-source where held-out images of your o
 """
 from __future__ import annotations
 
-from diffrepro.cli import load_spec, log, main_guard, parser
+from diffrepro.cli import add_location, load_spec, location, log, main_guard, parser
 
 
 def main(argv=None):
     p = parser(__doc__)
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--source", default="auto", help="folder or archive of the raw dataset files (auto: standard places)")
+    add_location(p, "folder or archive of the raw dataset files (auto: standard places)")
     p.add_argument("--heldout-source", default=None, help="held-out images in the same format (your own data)")
-    p.add_argument("--download", choices=["yes", "no"], default="no", help="download (verified) when not found")
-    p.add_argument("--url", default=None, help="where to download from (a known dataset's mirror; default: official)")
     p.add_argument("--cache-dir", default=None, help="where downloads go (default: ~/.cache/diffrepro)")
     args = p.parse_args(argv)
 
@@ -30,8 +28,7 @@ def main(argv=None):
     from diffrepro.data.prepare import prepare_from_spec
 
     spec = load_spec(args.spec, "prepare", ["dataset"])
-    where = {"source": None if args.source == "auto" else args.source, "allow_download": args.download == "yes",
-             "url": args.url}
+    where = location(args)
     if args.heldout_source:
         where["heldout_source"] = args.heldout_source
     ds = prepare_from_spec({**spec["dataset"], **where}, cache_dir=args.cache_dir)
