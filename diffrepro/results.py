@@ -41,6 +41,7 @@ COLUMNS = {
     "mask_ratio": "fraction of pixels dropped from the loss (sparse supervision)",
     "target": "training target: none or stf",
     "analysis": "the analysis a row comes from (kind/key) when it is not an evaluation",
+    "reference": "the reference sampler a distance (rmse_to_reference) is measured against",
 }
 PROVENANCE = ["git_commit", "params_hash", "dataset_sha256", "device", "torch", "wall_time_s"]
 INTEGER_COLUMNS = ["n_train", "seed", "num_steps", "nfe", "num_samples", "step", "nimg", "sigma_bin", "ref_batch",
@@ -91,6 +92,13 @@ def _eval_rows(key: str, ev: dict, base: dict, final_step: int, rd: _Reader) -> 
         fid = json.loads(Path(ev["fid"]).read_text())
         rows.append({**cols, "metric": "fid", "value": fid["fid"], "fid_ref": fid["ref"],
                      "fid_ref_count": fid["ref_count"], "fid_mode": fid["mode"]})
+        if "fid_heldout" in fid:
+            rows.append({**cols, "metric": "fid_heldout", "value": fid["fid_heldout"], "fid_ref": fid["heldout_ref"],
+                         "fid_ref_count": fid["heldout_ref_count"], "fid_mode": fid["mode"]})
+    if ev.get("rmse") and rd.exists(ev["rmse"]):
+        rmse = json.loads(Path(ev["rmse"]).read_text())
+        rows.append({**cols, "metric": "rmse_to_reference", "value": rmse["rmse_mean"],
+                     "reference": rmse["reference"]})
     if ev.get("memorize") and rd.exists(ev["memorize"]):
         mem = json.loads(Path(ev["memorize"]).read_text())
         for name in ("fraction_memorized", "median_ratio", "mean_d1"):

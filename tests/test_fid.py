@@ -426,6 +426,16 @@ def test_legacy_features_match_cleanfid(small_sets, tmp_path):
         fid.fid_from_arrays(rgb, stats, mode="clean", progress=False)
     with pytest.raises(ValueError, match=r"samples are 32x32x3.*come from 32x32x1 images"):
         fid.fid_from_arrays(rgb, stats._replace(meta={**stats.meta, "image_shape": [32, 32, 1]}), progress=False)
+    # several references from one feature pass: each value as if scored alone
+    half = fid.FIDStats(gray_legacy[:3].mean(0), np.cov(gray_legacy[:3], rowvar=False), 3,
+                        fid.statistics_meta("legacy_tensorflow"))
+    both = fid.fids_from_arrays(rgb, {"all": stats, "three": half}, batch_size=4, progress=False)
+    assert both["all"] == pytest.approx(got, rel=1e-9)
+    assert both["three"] == pytest.approx(fid_from_few_samples(rgb_legacy, gray_legacy[:3]), rel=1e-5)
+    assert abs(both["three"] - both["all"]) > 1e-3
+    clean = fid.FIDStats(gray_clean.mean(0), np.cov(gray_clean, rowvar=False), 4, fid.statistics_meta("clean"))
+    with pytest.raises(ValueError, match="different FID modes"):
+        fid.fids_from_arrays(rgb, {"legacy": stats, "clean": clean}, progress=False)
 
 
 # --- inputs that would give a silent wrong number -------------------------------------------------------------

@@ -43,6 +43,12 @@ def _smoke_fmnist(p):
     (lambda p: p.update(profile="huge"), "profile: 'huge' is not defined"),
     (lambda p: p["profiles"]["smoke"]["experiments"][0].update(training="tiny-cpu"), "needs an MLP network"),
     (lambda p: _smoke_fmnist(p).update(analysis_steps=[150]), "analysis_steps: step 150 is not a checkpoint"),
+    (lambda p: _smoke_fmnist(p).update(reference="heun-256"),
+     "experiments[1].reference: 'heun-256' is not one of the experiment's sampling entries (heun-18)"),
+    (lambda p: p["profiles"]["smoke"].update(fid_heldout={"cifar": None}), "fid_heldout.cifar: not defined"),
+    (lambda p: (p["datasets"]["fmnist"].pop("heldout_split"), p["profiles"]["smoke"].update(fid_heldout={"fmnist": None})),
+     "fid_heldout.fmnist: FID against the held-out split needs an image dataset whose held-out images lie apart"),
+    (lambda p: p["profiles"]["smoke"].update(targetvar={"ref_batch": [64]}), "targetvar.ref_batch: unknown key"),
 ])
 def test_errors_name_the_offending_key(params, edit, needle):
     edit(params)

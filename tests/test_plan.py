@@ -105,7 +105,59 @@ def test_claims_profile_plans_the_pilot_and_blocks_a_to_c(params):
                == 14 for s in range(3)), "block C samples block A's three EDM seeds"
     pilot_curve = {j.spec["step"] for j in pl["memtrace"].values() if j.spec["run"].endswith("claims-pilot_s0")}
     assert pilot_curve == set(range(4000, 80001, 4000)), "the pilot's FID every 5% of its run"
+    assert {j.spec["num_samples"] for j in pl["memtrace"].values() if j.spec["run"].endswith("claims-pilot_s0")} \
+        == {10000}, "the pilot's curve on 10,000 samples per checkpoint"
     assert "GPU-hours" in (REPO / "params.yaml").read_text().split("\n  claims:")[1].split("\n  toy:")[0]
+
+
+def test_claims_profile_plans_each_rows_measurement(params):
+    """E1: every sweep point's RMSE to the Heun-256 samples of its own run; S3: every final evaluation also
+    scored against the held-out split; T1: |R| up to 4,096 on the full set."""
+    pl = plan(params, "claims")
+    run = "fmnist-n60000_edm_claims-small_s1"
+    rmse = {k: j for k, j in pl["rmse"].items() if j.spec["run"] == run}
+    assert {j.spec["eval"].split("__")[1] for j in rmse.values()} == (
+        {f"heun-{n}" for n in (5, 7, 9, 13, 18, 25, 32)} | {f"euler-{n}" for n in (8, 16, 32, 64, 128, 256)})
+    assert {j.inputs["reference"] for j in rmse.values()} == {f"results/evals/{run}__heun-256/samples.npy"}
+    assert all(j.inputs["samples"] == f"results/evals/{k}/samples.npy" for k, j in rmse.items())
+    assert len(pl["rmse"]) == 3 * 13, "only block C's three models have a reference"
+    held = pl["fidref"]["fmnist-heldoutall"]
+    assert held.spec["split"] == "heldout" and held.spec["dataset"]["heldout_split"] == "test"
+    assert "split" not in pl["fidref"]["fmnist-refall"].spec
+    assert all(j.spec["heldout"] and j.inputs["heldout_ref"] == "results/fidref/fmnist-heldoutall.npz"
+               for j in pl["fid"].values())
+    assert pl["targetvar"]["fmnist-n60000"].spec["ref_batches"] == [256, 1024, 4096]
+    assert pl["targetvar"]["fmnist-n1000"].spec["ref_batches"] == [256], "|R| >= N is skipped"
+    without = copy.deepcopy(params)
+    del without["profiles"]["claims"]["fid_heldout"]
+    pl2 = plan(without, "claims")
+    assert set(pl2["fidref"]) == {"fmnist-refall"} and not any("heldout" in j.spec for j in pl2["fid"].values())
+    manifest = pl["aggregate"]["claims"].spec
+    assert manifest["evals"][f"{run}__euler-8"]["rmse"] == f"results/evals/{run}__euler-8/rmse.json"
+    assert manifest["evals"][f"{run}__heun-256"]["rmse"] is None
+
+
+@pytest.mark.parametrize("path,value,expected", [
+    (("profiles", "claims", "targetvar", "ref_batches"), [256, 2048], {"targetvar": 2}),   # N = 3k, 60k
+    (("profiles", "claims", "experiments", 0, "analysis_samples"), 5000, {"memtrace": 20}),
+    (("profiles", "claims", "experiments", 6, "reference"), "euler-256", {"rmse": 0}),
+])
+def test_a_claims_measurement_parameter_rewrites_exactly_its_jobs(params, path, value, expected):
+    if path[-1] == "reference":       # another reference: other jobs (euler-256 measured, heun-256 now measured)
+        edited = copy.deepcopy(params)
+        _set(path, value)(edited)
+        keys = set(plan(edited, "claims")["rmse"])
+        assert {k.split("__")[1] for k in keys if k.startswith("fmnist-n60000_edm_claims-small_s0")} == (
+            {f"heun-{n}" for n in (5, 7, 9, 13, 18, 25, 32, 256)} | {f"euler-{n}" for n in (8, 16, 32, 64, 128)}), keys
+        return
+    assert _changed(params, _set(path, value), "claims") == expected
+
+
+def test_profiles_without_the_new_measurements_keep_their_specs(params):
+    """A profile that names no held-out FID or reference keeps its fid specs as before (no rerun)."""
+    pl = plan(params, "smoke")
+    assert not pl["rmse"] and set(pl["fidref"]) == {"fmnist-ref100"}
+    assert all("heldout" not in j.spec and "heldout_ref" not in j.inputs for j in pl["fid"].values())
 
 
 def test_dataset_identity_is_its_content_not_its_path(params, tmp_path):

@@ -99,7 +99,7 @@ def prepare_from_spec(spec: dict, cache_dir: Optional[str] = None) -> PreparedDa
     if spec["kind"] != "image":
         raise ValueError(f"unknown dataset kind {spec['kind']!r}; use 'image' or 'toy2d'")
     raw = load_pool(spec, "train", cache_dir)
-    given = bool(spec.get("heldout_source")) or spec.get("heldout_split", "train") == "test"
+    given = heldout_apart(spec)
     if given:
         if (n_train or 0) > len(raw.images):
             raise _too_few(spec, raw, n_train, "n_train")
@@ -128,13 +128,27 @@ def prepare_from_spec(spec: dict, cache_dir: Optional[str] = None) -> PreparedDa
     return ds
 
 
-def reference_images(spec: dict, count: Optional[int] = None, cache_dir=None) -> tuple[np.ndarray, str, dict]:
+def heldout_apart(spec: dict) -> bool:
+    """Whether an image entry's held-out images lie apart from its training pool (a test split or a
+    heldout_source), rather than being carved out of it."""
+    return bool(spec.get("heldout_source")) or spec.get("heldout_split", "train") == "test"
+
+
+def reference_images(spec: dict, count: Optional[int] = None, cache_dir=None,
+                     split: str = "train") -> tuple[np.ndarray, str, dict]:
     """FID reference images of an image entry: its whole training pool, or a seeded subset of `count`
     (sorted indices of numpy.random.default_rng(derive_seed(seed, 'fid-reference')).permutation: a stream
     of its own, so that the subset is not the held-out split, which the entry's seed carves out of the
-    same pool), at the entry's resolution and channels.
+    same pool), at the entry's resolution and channels. split 'heldout': the same from the entry's
+    held-out split (a test split or heldout_source; an entry that carves its held-out images out of the
+    training pool has no held-out reference apart from it).
     Returns (uint8 NHWC images, resize method used, provenance of the pool)."""
-    raw = load_pool(spec, "train", cache_dir)
+    if split not in ("train", "heldout"):
+        raise ValueError(f"split must be 'train' or 'heldout', not {split!r}")
+    if split == "heldout" and not heldout_apart(spec):
+        raise DatasetError(f"{_entry(spec)}: FID against the held-out split needs held-out images apart from the "
+                           f"training pool: set heldout_split: test (known datasets) or heldout_source")
+    raw = load_pool(spec, "train" if split == "train" else "test", cache_dir)
     images = raw.images
     if count is not None and count < len(images):
         rng = np.random.default_rng(derive_seed(spec.get("seed", 0), "fid-reference"))

@@ -525,18 +525,31 @@ def fid_from_arrays(samples, ref_stats, device="cpu", batch_size: int = 64, work
     """FID of uint8 samples (N, H, W[, C]) against reference statistics: an FIDStats or a path written by
     save_statistics (checked by check_reference; mode None: the reference's), or a bare (mu, sigma) pair
     (mode None: clean). FID depends on N: compare only at equal sample and reference counts."""
-    where = "reference statistics"
-    if isinstance(ref_stats, (str, os.PathLike)):
-        where = f"reference statistics {ref_stats}"
-        ref_stats = load_statistics(ref_stats)
+    return fids_from_arrays(samples, {"ref": ref_stats}, device, batch_size, workers, mode, weights, progress,
+                            resize)["ref"]
+
+
+def fids_from_arrays(samples, refs: dict, device="cpu", batch_size: int = 64, workers: int | None = None,
+                     mode: str | None = None, weights=None, progress: bool = True, resize: str = "auto") -> dict:
+    """FID of the same samples against several references ({name: statistics or path}, all of one mode):
+    the samples' Inception features are computed once. Returns {name: FID}."""
     samples = _as_nhwc(samples)
-    if isinstance(ref_stats, FIDStats):
-        mode = check_reference(ref_stats, mode, samples.shape[1:], where)
-    else:
-        mode = check_mode(mode or "clean")
-    mu_ref, sigma_ref = ref_stats[0], ref_stats[1]
-    if not (np.isfinite(mu_ref).all() and np.isfinite(sigma_ref).all()):
-        raise ValueError(f"{where} contain NaN or inf; recompute them")
-    feats = features_from_array(samples, device, batch_size, workers, mode, weights, progress, resize)
+    stats, modes = {}, set()
+    for name, ref in refs.items():
+        where = "reference statistics"
+        if isinstance(ref, (str, os.PathLike)):
+            where = f"reference statistics {ref}"
+            ref = load_statistics(ref)
+        if isinstance(ref, FIDStats):
+            modes.add(check_reference(ref, mode, samples.shape[1:], where))
+        else:
+            modes.add(check_mode(mode or "clean"))
+        if not (np.isfinite(ref[0]).all() and np.isfinite(ref[1]).all()):
+            raise ValueError(f"{where} contain NaN or inf; recompute them")
+        stats[name] = (ref[0], ref[1])
+    if len(modes) != 1:
+        raise ValueError(f"references of different FID modes ({', '.join(sorted(modes))}) cannot score one set "
+                         f"of features: recompute them in one mode")
+    feats = features_from_array(samples, device, batch_size, workers, modes.pop(), weights, progress, resize)
     mu, sigma = feature_statistics(feats)
-    return frechet_distance(mu, sigma, mu_ref, sigma_ref)
+    return {name: frechet_distance(mu, sigma, m, s) for name, (m, s) in stats.items()}

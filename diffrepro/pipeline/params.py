@@ -88,6 +88,7 @@ def analysis_steps(value, training: dict) -> List[int]:
 
 def _check_references(p: dict, source: str):
     from ..data.identity import available
+    from ..data.prepare import heldout_apart
     from ..presets import MLP_PRESETS, UNET_PRESETS
 
     problems = []
@@ -114,6 +115,9 @@ def _check_references(p: dict, source: str):
             for s in exp["sampling"]:
                 if s not in p["sampling"]:
                     problems.append(f"{where}.sampling: {s!r} is not defined under sampling")
+            if "reference" in exp and exp["reference"] not in exp["sampling"]:
+                problems.append(f"{where}.reference: {exp['reference']!r} is not one of the experiment's sampling "
+                                f"entries ({', '.join(exp['sampling'])}): the reference must be sampled too")
             if tr is not None:
                 every = tr.get("checkpoint_every", 500)
                 try:
@@ -146,6 +150,14 @@ def _check_references(p: dict, source: str):
                     and count > limit:
                 problems.append(f"profiles.{pname}.fid_reference.{dname}: {count} reference images, but the "
                                 f"training split has {limit}")
+        for dname in prof.get("fid_heldout", {}):
+            ds = p["datasets"].get(dname)
+            if ds is None:
+                problems.append(f"profiles.{pname}.fid_heldout.{dname}: not defined under datasets")
+            elif ds["kind"] != "image" or not heldout_apart(ds):
+                problems.append(f"profiles.{pname}.fid_heldout.{dname}: FID against the held-out split needs "
+                                f"an image dataset whose held-out images lie apart from its training pool "
+                                f"(datasets.{dname}.heldout_split: test, or heldout_source)")
     if problems:
         raise ParamsError(f"{source} is invalid:\n" + "\n".join("  " + s for s in problems))
 

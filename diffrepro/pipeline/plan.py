@@ -8,11 +8,13 @@ its paths are named after it, so a parameter change rewrites that job's spec, no
 
     prepare    -> results/data/<dataset>-n<N>/                  per dataset subset
     fidref     -> results/fidref/<dataset>-ref<count|all>.npz    per image dataset
+                  results/fidref/<dataset>-heldout<count|all>.npz held-out split (profile's fid_heldout)
     targetvar  -> results/analysis/targetvar/<subset>.*          per image subset (STF target variance)
     toystudy   -> results/analysis/toystudy/<profile>.*          2D flow fields and memorization sweeps
     train      -> results/runs/<run>/ model.pt, train_metrics.parquet, snapshots/
     sample     -> results/evals/<run>__<sampling>/ samples.npy, grid.png, sample_info.json
     fid, memorize -> results/evals/<run>__<sampling>/ fid.json, memorize.*
+    rmse       -> results/evals/<run>__<sampling>/rmse.json      distance to the experiment's reference sampler
     gap, memtrace -> results/analysis/{gap,memtrace}/<run>__step<k>.*   per analysed checkpoint
     trajectory -> results/analysis/trajectory/<run>.*
     aggregate  -> reports/<profile>/metrics.parquet, curves/
@@ -35,11 +37,12 @@ from typing import Dict, List, Optional
 from .params import analysis_steps
 
 SPEC_FORMAT = 1
-STAGES = ["prepare", "fidref", "targetvar", "toystudy", "train", "sample", "fid", "memorize", "gap", "memtrace",
-          "trajectory", "aggregate", "report"]
+STAGES = ["prepare", "fidref", "targetvar", "toystudy", "train", "sample", "fid", "rmse", "memorize", "gap",
+          "memtrace", "trajectory", "aggregate", "report"]
 ANALYSIS_DEFAULTS = {"sigmas": 12, "n_per_set": 500, "memtrace_samples": 500, "trajectory_samples": 128, "seed": 0}
 CHECKPOINT_SAMPLER = {"sampler": "heun", "num_steps": 18}   # samples of analysed checkpoints (memtrace, trajectory)
-# STF target variance (claim T1): noise levels and reference-batch sizes measured per image subset
+# STF target variance (claim T1): noise levels and reference-batch sizes measured per image subset (a
+# profile's `targetvar` overrides them)
 TARGETVAR = {"sigmas": [0.05, 0.1, 0.2, 0.35, 0.6, 1.0, 1.7, 3.0, 5.0, 9.0, 16.0, 40.0, 80.0],
              "ref_batches": [64, 256, 1024], "n_samples": 256, "seed": 0}
 TOY_STUDY_DEFAULTS = {"eps": 0.02, "num_samples": 1000}
@@ -69,6 +72,7 @@ class paths:
     sample_grid = staticmethod(lambda key: f"results/evals/{key}/grid.png")
     sample_info = staticmethod(lambda key: f"results/evals/{key}/sample_info.json")
     fid = staticmethod(lambda key: f"results/evals/{key}/fid.json")
+    rmse = staticmethod(lambda key: f"results/evals/{key}/rmse.json")
     memorize = staticmethod(lambda key: f"results/evals/{key}/memorize.json")
     memorize_table = staticmethod(lambda key: f"results/evals/{key}/memorize.parquet")
     memorize_fig = staticmethod(lambda key: f"results/evals/{key}/memorize.png")
@@ -101,6 +105,7 @@ OUTPUTS = {
     "train": lambda k: {"model": paths.model(k), "metrics": paths.train_metrics(k), "snapshots": paths.snapshots(k)},
     "sample": lambda k: {"samples": paths.samples(k), "grid": paths.sample_grid(k), "info": paths.sample_info(k)},
     "fid": lambda k: {"fid": paths.fid(k)},
+    "rmse": lambda k: {"summary": paths.rmse(k)},
     "memorize": lambda k: {"summary": paths.memorize(k), "table": paths.memorize_table(k), "figure": paths.memorize_fig(k)},
     "gap": lambda k: {"table": paths.gap(k)},
     "memtrace": lambda k: {"summary": paths.memtrace(k)},
@@ -124,7 +129,9 @@ CLI = {
     "toystudy": [("spec", "spec"), ("out", "out"), ("flow", "flow"), ("sweep", "sweep")],
     "train": [("spec", "spec"), ("data", "data"), ("out", "out"), ("device", "device")],
     "sample": [("spec", "spec"), ("model", "model"), ("out", "out"), ("device", "device")],
-    "fid": [("spec", "spec"), ("samples", "samples"), ("ref", "ref"), ("out", "out"), ("device", "device")],
+    "fid": [("spec", "spec"), ("samples", "samples"), ("ref", "ref"), ("heldout-ref", "heldout_ref"), ("out", "out"),
+            ("device", "device")],
+    "rmse": [("spec", "spec"), ("samples", "samples"), ("reference", "reference"), ("out", "out")],
     "memorize": [("spec", "spec"), ("samples", "samples"), ("data", "data"), ("out", "out"), ("table", "table"),
                  ("figure", "figure"), ("device", "device")],
     "gap": [("spec", "spec"), ("model", "model"), ("data", "data"), ("out", "out"), ("device", "device")],
@@ -266,16 +273,20 @@ class _Builder:
         return {"gpu": self.gpus if gpu else 0, "mem_mb": mem_mb, "runtime": runtime, "threads": threads}
 
     # ------------------------------------------------------------------ per dataset
-    def fidref(self, dname: str) -> Optional[str]:
+    def fidref(self, dname: str, heldout: bool = False) -> Optional[str]:
+        """The FID reference statistics of an image dataset: its training pool, or with `heldout` its
+        held-out split when the profile's fid_heldout names the dataset (else None)."""
         entry = self.params["datasets"][dname]
-        if entry["kind"] != "image":
+        table = "fid_heldout" if heldout else "fid_reference"
+        if entry["kind"] != "image" or (heldout and dname not in self.prof.get(table, {})):
             return None
-        count = self.prof.get("fid_reference", {}).get(dname)
-        key = f"{dname}-ref{count or 'all'}"
+        count = self.prof.get(table, {}).get(dname)
+        key = f"{dname}-{'heldout' if heldout else 'ref'}{count or 'all'}"
         ident = dataset_identity(self.params, dname)
-        ident = {k: ident[k] for k in REFERENCE_KEYS if k in ident}
-        self.add(Job("fidref", key, {"dataset": ident, "count": count, "fid": self.fid_cfg},
-                     inputs={}, values={"out": paths.fidref(key), "device": self.device, **_location(entry)},
+        ident = {k: ident[k] for k in REFERENCE_KEYS + (("heldout_split",) if heldout else ()) if k in ident}
+        spec = {"dataset": ident, "count": count, "fid": self.fid_cfg, **({"split": "heldout"} if heldout else {})}
+        self.add(Job("fidref", key, spec, inputs={},
+                     values={"out": paths.fidref(key), "device": self.device, **_location(entry)},
                      resources=self.res(8000, 60)))
         return key
 
@@ -285,9 +296,10 @@ class _Builder:
         self.add(Job("prepare", key, {"dataset": dataset_identity(self.params, dname, size)}, inputs={},
                      values={"out": paths.dataset(key), **_location(entry)},
                      resources=self.res(4000, 30, 1, gpu=False)))
-        refs = [r for r in TARGETVAR["ref_batches"] if r < size]
+        tv = {**TARGETVAR, **self.prof.get("targetvar", {})}
+        refs = [r for r in tv["ref_batches"] if r < size]
         if entry["kind"] == "image" and refs:
-            self.add(Job("targetvar", key, {"dataset": key, **TARGETVAR, "ref_batches": refs},
+            self.add(Job("targetvar", key, {"dataset": key, **tv, "ref_batches": refs},
                          inputs={"data": paths.dataset(key)},
                          values={"data": paths.dataset(key), "out": paths.targetvar(key),
                                  "figure": paths.targetvar_fig(key)},
@@ -295,7 +307,8 @@ class _Builder:
         return key
 
     # ------------------------------------------------------------------ per run
-    def run(self, exp: dict, dname: str, dkey: str, size: int, method: str, seed: int, fidref: Optional[str]):
+    def run(self, exp: dict, dname: str, dkey: str, size: int, method: str, seed: int, fidref: Optional[str],
+            heldout_ref: Optional[str] = None):
         params, tname = self.params, exp["training"]
         kind = params["datasets"][dname]["kind"]
         threads = 2 if kind == "image" else 1   # small MLPs on 2D data gain nothing from more threads
@@ -320,9 +333,10 @@ class _Builder:
                          inputs={"model": snap, "data": data}, values={"model": snap, "data": data, "out": paths.gap(akey), "device": self.device},
                          resources=self.res(8000, 60, threads)))
             ref = paths.fidref(fidref) if fidref else None
+            n_ckpt = exp.get("analysis_samples", a["memtrace_samples"])
             self.add(Job("memtrace", akey,
-                         {"run": rkey, "step": step, "num_samples": a["memtrace_samples"], "sampling": CHECKPOINT_SAMPLER,
-                          "batch_size": min(a["memtrace_samples"], 500), "threshold": self.threshold,
+                         {"run": rkey, "step": step, "num_samples": n_ckpt, "sampling": CHECKPOINT_SAMPLER,
+                          "batch_size": min(n_ckpt, 500), "threshold": self.threshold,
                           "fid": self.fid_cfg if ref else None},
                          inputs={"model": snap, "data": data, **({"ref": ref} if ref else {})},
                          values={"model": snap, "data": data, "ref": ref, "out": paths.memtrace(akey),
@@ -346,11 +360,21 @@ class _Builder:
                          values={"model": paths.model(rkey), "out": paths.eval_dir(ekey), "device": self.device},
                          resources=self.res(16000, 6 * 60, threads)))
             if fidref:
-                self.add(Job("fid", ekey, {"eval": ekey, "run": rkey, **self.fid_cfg},
-                             inputs={"samples": paths.samples(ekey), "ref": paths.fidref(fidref)},
-                             values={"samples": paths.samples(ekey), "ref": paths.fidref(fidref), "out": paths.fid(ekey),
-                                     "device": self.device},
-                             resources=self.res(8000, 60)))
+                held = {"heldout_ref": paths.fidref(heldout_ref)} if heldout_ref else {}
+                self.add(Job("fid", ekey, {"eval": ekey, "run": rkey, **self.fid_cfg,
+                                           **({"heldout": True} if heldout_ref else {})},
+                             inputs={"samples": paths.samples(ekey), "ref": paths.fidref(fidref), **held},
+                             values={"samples": paths.samples(ekey), "ref": paths.fidref(fidref), **held,
+                                     "out": paths.fid(ekey), "device": self.device},
+                             resources=self.res(8000, 60), variant="heldout" if heldout_ref else ""))
+            reference = exp.get("reference")
+            if reference and sname != reference:      # E1: distance to the reference sampler, same latents
+                rref = f"{rkey}__{reference}"
+                self.add(Job("rmse", ekey, {"eval": ekey, "run": rkey, "reference": reference},
+                             inputs={"samples": paths.samples(ekey), "reference": paths.samples(rref)},
+                             values={"samples": paths.samples(ekey), "reference": paths.samples(rref),
+                                     "out": paths.rmse(ekey)},
+                             resources=self.res(4000, 30, 1, gpu=False)))
             self.add(Job("memorize", ekey, {"eval": ekey, "run": rkey, "threshold": self.threshold},
                          inputs={"samples": paths.samples(ekey), "data": data},
                          values={"samples": paths.samples(ekey), "data": data, "out": paths.memorize(ekey),
@@ -374,6 +398,7 @@ class _Builder:
             "runs": {k: {"spec": j.spec, "metrics": j.outputs["metrics"]} for k, j in J["train"].items()},
             "evals": {k: {"run": j.spec["run"], "sampling": j.spec["sampling"], "num_samples": j.spec["num_samples"],
                           "info": paths.sample_info(k), "fid": paths.fid(k) if k in J["fid"] else None,
+                          "rmse": paths.rmse(k) if k in J["rmse"] else None,
                           "memorize": paths.memorize(k)} for k, j in J["sample"].items()},
             "analyses": ([{"kind": "targetvar", "key": k, "dataset": J["prepare"][k].spec["dataset"],
                            "path": j.outputs["table"]} for k, j in J["targetvar"].items()]
@@ -383,7 +408,7 @@ class _Builder:
                             for k, j in J["toystudy"].items()]),
         }
         read = ([r["metrics"] for r in manifest["runs"].values()]
-                + [e[n] for e in manifest["evals"].values() for n in ("info", "fid", "memorize") if e[n]]
+                + [e[n] for e in manifest["evals"].values() for n in ("info", "fid", "rmse", "memorize") if e[n]]
                 + [a["path"] for a in manifest["analyses"]])
         inputs = {f"result{i}": path for i, path in enumerate(read)}
         self.add(Job("aggregate", p, manifest, inputs=inputs,
@@ -420,12 +445,12 @@ def plan(params: dict, profile: Optional[str] = None) -> Plan:
     for exp in b.prof["experiments"]:
         dname = exp["dataset"]
         if dname not in fidrefs:
-            fidrefs[dname] = b.fidref(dname)
+            fidrefs[dname] = (b.fidref(dname), b.fidref(dname, heldout=True))
         for size in exp["sizes"]:
             dkey = b.prepare(dname, size)
             for method in exp["methods"]:
                 for seed in exp["seeds"]:
-                    b.run(exp, dname, dkey, size, method, seed, fidrefs[dname])
+                    b.run(exp, dname, dkey, size, method, seed, *fidrefs[dname])
     b.aggregate_and_report()
     return Plan(profile=profile, jobs=b.jobs, device=b.device)
 
