@@ -26,7 +26,7 @@ from diffrepro.methods.infonoise import (DEFAULTS, InfoNoise, gate, gate_sigma, 
                                          total_variation)
 from diffrepro.methods.infonoise_plots import plot_profile
 from diffrepro.nets import build_network
-from diffrepro.precond import EDMPrecond
+from diffrepro.precond import EDMPrecond, VEPrecond
 from diffrepro.sigma_dist import LogNormal
 from diffrepro.toy2d import make_toy
 from diffrepro.training import TrainConfig, Trainer
@@ -399,6 +399,37 @@ def test_gate_and_smoothing_definitions():
     np.testing.assert_allclose(smooth_local_linear(line, 2.0), line, atol=1e-9)  # exact on lines, ends too
     noise = np.random.default_rng(0).normal(size=500)
     assert smooth_local_linear(noise, 2.0).std() < 0.5
+
+
+@pytest.mark.parametrize("precond_cls", [EDMPrecond, VEPrecond])
+def test_only_the_sigma_distribution_changes(precond_cls):
+    """The abstract (v2): the objective, its weighting and the parameterization stay fixed; only the
+    sigma distribution adapts, and it is the schedule together with the weighting that makes the
+    allocation. Oracles: (a) with sigma and noise given, the InfoNoise objective returns the same loss
+    and mse tensors as the same preconditioning's default objective; (b) the table's pi uses that
+    preconditioning's own lambda: pi * lambda is proportional to rho bin by bin (VE: lambda = 1/sigma^2,
+    so pi = rho sigma^2 normalized), which the EDM lambda used in its place would break (> 0.3 in L1)."""
+    torch.manual_seed(0)
+    precond = precond_cls(build_network("mlp-small", channels=2)).double()
+    data = torch.from_numpy(make_toy("gmm", 64, seed=0)).double()
+    spec = {"kind": "infonoise", "warmup_img": 5 * 16384, "refresh_img": 5 * 16384}
+    info = build_objective({"precond": precond.name, "sigma_dist": spec}, data, precond=precond)
+    base = build_objective({"precond": precond.name}, data, precond=precond)
+    assert isinstance(info.sigma_dist, InfoNoise) and not isinstance(base.sigma_dist, InfoNoise)
+    g = torch.Generator().manual_seed(3)
+    sigma = (torch.rand(64, generator=g, dtype=torch.float64) * 8 - 5).exp()
+    noise = torch.randn(data.shape, generator=g, dtype=torch.float64)
+    a = info(precond, data, torch.Generator().manual_seed(4), sigma=sigma, noise=noise)
+    b = base(precond, data, torch.Generator().manual_seed(4), sigma=sigma, noise=noise)
+    assert torch.equal(a.loss, b.loss) and torch.equal(a.mse, b.mse)
+    dist = info.sigma_dist
+    feed_log_uniform(dist, gaussian_mmse, steps=5, batch=16384)
+    snap = dist.profile_snapshot()
+    lam = precond.loss_weight(torch.from_numpy(SIG)).numpy()
+    ratio = snap["pi"] * lam / snap["rho"]
+    np.testing.assert_allclose(ratio, ratio[0], rtol=1e-9)
+    wrong = snap["rho"] / edm_lambda(SIG)
+    assert (l1(snap["pi"], wrong / (wrong * H).sum()) > 0.3) == (precond_cls is VEPrecond)
 
 
 def test_from_spec_matches_the_schema():

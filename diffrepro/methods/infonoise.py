@@ -1,19 +1,29 @@
 """InfoNoise (Raya et al. 2026, arXiv 2602.18647 v2): an adaptive training distribution of sigma.
 
-Only p(sigma) changes; the loss, lambda(sigma) and the preconditioning stay EDM's [paper]. The target
-allocation follows the conditional-entropy rate of the forward process x_sigma = x_0 + sigma*eps,
-which I-MMSE gives from the denoising error training already computes [paper eq. 10-11]. The paper
-writes its densities over u = sigma (the VE coordinate, gamma(sigma) = 1/sigma^2, |gamma'| = 2/sigma^3):
+Sources. Only the paper's abstract (v2, 27 May 2026, arxiv.org/html/2602.18647; v1 at
+arxiv.org/html/2602.18647v1) could be read for this module, not its body. Tags:
+  [paper, abstract]   stated in the v2 abstract;
+  [paper X, unverified]   equation / appendix numbers and their content as secondary descriptions of the
+                      paper give them; not checked against the paper's text;
+  [derived]           follows from I-MMSE; the tests check it against closed forms;
+  [ours: reason]      our choice.
 
-    q(sigma) d sigma = 1/2 |gamma'(sigma)| mmse(sigma) d sigma = mmse(sigma) / sigma^3 d sigma   [paper eq. 13]
+Only p(sigma) changes; the objective, its weight lambda(sigma) and the parameterization stay fixed
+[paper, abstract] (here EDM's). The target allocation follows the conditional-entropy rate of the
+forward process x_sigma = x_0 + sigma*eps, estimated from the denoising losses training already computes,
+through I-MMSE [paper, abstract; eq. 10-11, unverified]. Over u = sigma (the VE coordinate,
+gamma(sigma) = 1/sigma^2, |gamma'| = 2/sigma^3):
+
+    q(sigma) d sigma = 1/2 |gamma'(sigma)| mmse(sigma) d sigma = mmse(sigma) / sigma^3 d sigma
+                                                              [derived; paper eq. 13, unverified]
 
 with mmse the expected *unweighted* squared error per dimension. Over ln sigma (our bins) the same
-density is q_ln(sigma) = mmse(sigma) / sigma^2 (times the Jacobian sigma).
+density is q_ln(sigma) = mmse(sigma) / sigma^2 (times the Jacobian sigma) [derived].
 
-Algorithm [paper Alg. 1; values ours unless tagged]:
+Algorithm [outline: paper Alg. 1, unverified; values ours unless tagged]:
   1. warm-up: until `warmup_img` training images have been observed the sampler is EDM's log-normal
-     (the paper's fixed prior pi_0) [ours: counted in images, so that a run's first table is built from a
-     model trained on as many images whatever the run's length];
+     (the fixed prior pi_0 [paper Alg. 1, unverified]) [ours: counted in images, so that a run's first
+     table is built from a model trained on as many images whatever the run's length];
   2. every step, (sigma, unweighted per-sample MSE) is added into `bins` bins uniform in ln sigma over
      [sigma_min, sigma_max] (device tensors, index_add_, no host sync); draws outside the grid and
      non-finite MSEs are not counted [ours];
@@ -27,29 +37,31 @@ Algorithm [paper Alg. 1; values ours unless tagged]:
           tends to the data variance);
        c. smoothing [ours]: Gaussian-kernel (std `smoothing` bins) local-linear regression of
           ln(mmse) along ln sigma; it leaves power laws mmse ~ sigma^k exact, edges included;
-  4. gate the low-noise end, where the estimate is least reliable [paper eq. 14]:
-         g(sigma) = sigma^n / (sigma^n + c^n),  n = gate_power = 3 [paper App. B.6];
-     c by the onset rule [paper App. B.6]: normalize the sigma-coordinate profile r = mmse/sigma^3 by
-     its maximum over the grid, r_bar = r / max r, p = gate_threshold = 0.002 [paper App. B.6], and scan
-     down from sigma_max to the first persistent crossing of p: c = inf{sigma : r_bar(sigma') < p for
-     all sigma' >= sigma}, the upper edge of the low-noise segment where r_bar >= p. r grows like
-     1/sigma at small sigma for any data with a density (mmse ~ sigma^2), so its maximum sits at
+  4. gate the low-noise end, where the estimate is least reliable [paper eq. 14, unverified]:
+         g(sigma) = sigma^n / (sigma^n + c^n),  n = gate_power = 3 [paper App. B.6, unverified];
+     c by the onset rule [paper App. B.6, unverified]: normalize the sigma-coordinate profile
+     r = mmse/sigma^3 by its maximum over the grid, r_bar = r / max r, p = gate_threshold = 0.002
+     [paper App. B.6, unverified], and scan down from sigma_max to the first persistent crossing of p:
+     c = inf{sigma : r_bar(sigma') < p for all sigma' >= sigma}, the upper edge of the low-noise segment
+     where r_bar >= p. r grows like 1/sigma at small sigma for any data with a density (mmse ~ sigma^2), so its maximum sits at
      sigma_min and c lands where r has fallen to p of it (about 500 sigma_min if mmse stayed ~sigma^2):
      the gate engages for such profiles, unlike the same rule read on q_ln = mmse/sigma^2, which is flat
      and maximal at sigma_min (a rule on q_ln never engages, and pi ends up set by 1/lambda).
      [ours] "Persistent": the segment must reach down to sigma_min (r_bar >= p on every bin below c);
-     for a monotone r this is the paper's formula; when r_bar is already under p at sigma_min (the exact
+     for a monotone r this is the formula above; when r_bar is already under p at sigma_min (the exact
      mmse of discrete data vanishes faster than sigma^3, so r has an interior peak and no low-noise
      segment) there is nothing to cut and g = 1, where the formula read literally would put c above the
      interior peak and cut it. Between bin centres, c is where ln r_bar crosses ln p, linearly in
      ln sigma. `gate_c` fixes c instead (0 turns the gate off);
-  5. rho = q*g / integral(q*g) [paper eq. 14]; sampling density pi proportional to rho / lambda, so that
-     the effective allocation pi*lambda is rho [paper eq. 15] (the ratio is the same over sigma and over
-     ln sigma); here pi over ln sigma, normalized on the bins.
+  5. rho = q*g / integral(q*g) [paper eq. 14, unverified]; sampling density pi proportional to
+     rho / lambda, so that the effective allocation pi*lambda is rho [paper eq. 15, unverified; the
+     abstract states that the schedule together with the loss weighting induces the effective allocation,
+     and that only the schedule adapts] (the ratio is the same over sigma and over ln sigma); here pi over
+     ln sigma, normalized on the bins, with lambda the preconditioning's own loss weight.
 
 The sampler's density is piecewise constant in ln sigma: pi_i on bin i, zero outside
-[sigma_min, sigma_max]. Sampling is the exact inverse of its piecewise-linear CDF [paper eq. 16: inverse
-CDF on a grid]: draw r ~ U[0, 1), find bin i with C_i <= r < C_{i+1}, return
+[sigma_min, sigma_max]. Sampling is the exact inverse of its piecewise-linear CDF [paper eq. 16,
+unverified: inverse CDF on a grid]: draw r ~ U[0, 1), find bin i with C_i <= r < C_{i+1}, return
 ln sigma = e_i + h * (r - C_i) / (C_{i+1} - C_i). Before the first refresh the sampler is EDM's LogNormal
 itself (bit-identical draws). All draws come from the passed generator. The whole estimator
 (accumulators, images observed, EMA, current table, counters, a bounded history of profile snapshots)
@@ -57,10 +69,10 @@ is in `state_dict()` as tensors, lists and numbers, so a resumed run samples fro
 CUDA, index_add_ adds with atomics: the bin sums are bit-stable only under
 torch.use_deterministic_algorithms(True), like the rest of GPU training.
 
-Sources of the constants: n = 3 and p = 0.002 [paper App. B.6]; the grid [sigma_min, sigma_max] =
-[0.002, 80] is EDM's sampling range [ours]; bins = 128, warmup_img = 200,000, refresh_img = 50,000,
-ema = 0.9, smoothing = 2 bins, min_count = 8 [ours: the paper keeps these fixed per domain but does not
-give their values].
+Sources of the constants: n = 3 and p = 0.002 [paper App. B.6, unverified]; the grid
+[sigma_min, sigma_max] = [0.002, 80] is EDM's sampling range [ours]; bins = 128, warmup_img = 200,000,
+refresh_img = 50,000, ema = 0.9, smoothing = 2 bins, min_count = 8 [ours: secondary descriptions say the
+paper holds these fixed per domain without giving their values; unverified].
 """
 from __future__ import annotations
 
@@ -77,10 +89,10 @@ DEFAULTS = dict(sigma_min=0.002, sigma_max=80.0,     # [ours] EDM's sampling ran
                 bins=128,                            # [ours]
                 warmup_img=200_000, refresh_img=50_000,    # [ours] in training images, not fractions of the run
                 ema=0.9, smoothing=2.0, min_count=8,  # [ours]
-                gate_power=3.0,                      # n [paper App. B.6]
-                gate_threshold=0.002,                # p [paper App. B.6]
-                gate_c=None,                         # None: c by the onset rule [paper App. B.6]; a number fixes c
-                P_mean=-1.2, P_std=1.2)              # the warm-up prior: EDM's log-normal [paper: fixed pi_0]
+                gate_power=3.0,                      # n [paper App. B.6, unverified]
+                gate_threshold=0.002,                # p [paper App. B.6, unverified]
+                gate_c=None,                         # None: onset rule [paper App. B.6, unverified]; a number fixes c
+                P_mean=-1.2, P_std=1.2)              # warm-up prior pi_0 [paper Alg. 1, unverified]: EDM's [ours]
 PROFILE_KEYS = ("mmse", "q", "gate", "rho", "pi", "counts")
 _STATE_VERSION = 2
 
@@ -110,7 +122,8 @@ def smooth_local_linear(y: np.ndarray, width: float) -> np.ndarray:
 
 def gate_sigma(ln_sigma: np.ndarray, mmse: np.ndarray, threshold: float) -> float:
     """c of the gate by the onset rule (module docstring, step 4) from the per-bin mmse at the bin
-    centres ln_sigma (ascending): r = mmse / sigma^3 [paper eq. 13, sigma coordinate], r_bar = r / max r,
+    centres ln_sigma (ascending): r = mmse / sigma^3 [derived: the sigma-coordinate density; paper eq. 13,
+    unverified], r_bar = r / max r,
     c = the upper edge of the segment, reaching down to sigma_min, on which r_bar >= p; interpolated where
     ln r_bar crosses ln p between the last bin of that segment and the next one up [ours]. 0.0 (no gate)
     when r_bar < p already at the lowest bin: there is no low-noise segment to cut (e.g. the exact mmse
@@ -294,11 +307,13 @@ class InfoNoise(SigmaDistribution):
         y[:lo] = y_seen[0] + 2 * (u[:lo] - u[lo])         # q constant below the lowest seen bin
         # c. smooth ln(mmse) along ln(sigma)
         mmse = np.exp(smooth_local_linear(y, cfg["smoothing"]))
-        # 4. profile over ln sigma: q = mmse/sigma^2 [paper eq. 13 times the Jacobian sigma]; gate [paper eq. 14]
+        # 4. profile over ln sigma: q = mmse/sigma^2 [derived: eq. 13's density times the Jacobian sigma];
+        # gate [paper eq. 14, unverified]
         q = mmse / sigma ** 2
         c = gate_sigma(u, mmse, cfg["gate_threshold"]) if cfg["gate_c"] is None else cfg["gate_c"]
         g = gate(sigma, c, cfg["gate_power"])
-        # 5. allocation rho = q g / int q g [paper eq. 14]; pi ~ rho / lambda [paper eq. 15], both over
+        # 5. allocation rho = q g / int q g [paper eq. 14, unverified]; pi ~ rho / lambda [paper eq. 15,
+        # unverified; abstract: schedule and weighting together make the allocation], both over
         # ln(sigma), piecewise constant on the bins
         rho = q * g
         rho = rho / (rho.sum() * self.bin_width)
