@@ -82,3 +82,42 @@ def test_paper_profile_runs_on_a_small_cifar10_archive(tmp_path):
     (run_dir,) = (project / "results/runs").iterdir()
     model = torch.load(run_dir / "model.pt", weights_only=False)
     assert model["network"]["augment_dim"] == 9 and model["augment"]["p"] == 0.12
+
+
+def test_claims_measurements_run_through_snakemake(tmp_path):
+    """The claims profile's extra measurements, wired through the real pipeline at toy scale: FID against the
+    held-out split (its own reference statistics from the test split), the sampler sweep's per-sample RMSE to
+    the reference sampler's samples of the same run, and the target-variance |R| grid of the profile."""
+    from diffrepro.metrics.sampler_error import per_sample_rmse
+
+    project = make_project(tmp_path / "p")
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    smoke = params["profiles"]["smoke"]
+    params["profiles"]["measures"] = {
+        "device": "cpu", "analysis": smoke["analysis"], "fid_reference": {"fmnist": 100},
+        "fid_heldout": {"fmnist": 64}, "targetvar": {"ref_batches": [32, 128], "n_samples": 32},
+        "experiments": [{"dataset": "fmnist", "sizes": [300], "methods": ["edm"], "training": "tiny-cpu",
+                         "seeds": [0], "sampling": ["heun-5", "euler-8", "heun-256"], "num_samples": 32,
+                         "reference": "heun-256"}]}
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    snakemake(project, "--config", "profile=measures")
+    metrics = pd.read_parquet(project / "reports/measures/metrics.parquet")
+    held = metrics[metrics.metric == "fid_heldout"]
+    assert sorted(held["sampling"]) == ["euler-8", "heun-256", "heun-5"] and (held["fid_ref_count"] == 64).all()
+    train_fid = metrics[metrics.metric == "fid"].set_index("sampling")["value"]
+    assert (held.set_index("sampling")["value"] != train_fid[held["sampling"]]).all()
+    refs = {k: json.loads(str(np.load(project / f"results/fidref/fmnist-{k}.npz")["meta"]))
+            for k in ("ref100", "heldout64")}
+    assert refs["heldout64"]["split"] == "heldout" and refs["ref100"]["split"] == "train"
+    assert refs["heldout64"]["pixels_sha256"] != refs["ref100"]["pixels_sha256"]      # the test split's pixels
+    rmse = metrics[metrics.metric == "rmse_to_reference"].set_index("sampling")
+    assert sorted(rmse.index) == ["euler-8", "heun-5"] and set(rmse["reference"]) == {"heun-256"}
+    evals = project / "results/evals"
+    ref = np.load(evals / "fmnist-n300_edm_tiny-cpu_s0__heun-256/samples.npy")
+    for s in ("euler-8", "heun-5"):
+        mine = np.load(evals / f"fmnist-n300_edm_tiny-cpu_s0__{s}/samples.npy")
+        assert rmse.loc[s, "value"] == pytest.approx(per_sample_rmse(mine, ref).mean(), rel=1e-12)
+        assert 0 < rmse.loc[s, "value"] < 1
+    tv = metrics[metrics.metric == "stf_target_trace"]
+    assert sorted(tv["ref_batch"].unique()) == [1, 32, 128]          # |R| = 1: the baseline's target
+    assert "per-sample RMSE to the reference: " in (project / "reports/measures/report.md").read_text()
