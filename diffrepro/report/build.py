@@ -10,7 +10,8 @@ import pandas as pd
 
 from ..io import atomic_write_json, atomic_write_text
 from ..results import conform
-from .claims import NOT_RUN, budget_of, claims_table, ensure_columns
+from .claims import NOT_RUN, budget_of, claims_table, ensure_columns, evaluate
+from .findings import headline, what_we_found
 from .doc import Doc
 from .figures import FIGURES, fid_modes
 
@@ -134,10 +135,18 @@ def build_report(df: pd.DataFrame, profile: str, out_dir, images=(), budget_img:
         if profile == "smoke":
             doc.p("This is the `smoke` profile: tiny networks trained for minutes on a CPU. It checks that the "
                   "pipeline works end to end; its numbers say nothing about the papers' claims.")
+        rows = evaluate(df, budget_img)
+        claims = claims_table(df, budget_img, rows=rows)
+        doc.h("What we found")
+        datasets = sorted({str(d) for d in df.loc[df["run"].notna(), "dataset"].dropna().unique()})
+        groups, scope = what_we_found(rows, datasets)
+        for title, lines in groups:
+            doc.items(title, lines)
+        doc.p(scope)
+
         doc.h("How to read this report")
         doc.p(HOW_TO_READ)
 
-        claims = claims_table(df, budget_img)
         doc.h("Claims")
         doc.p(VERDICT_RULE)
         doc.p(f"Budget: {budget_of(df, budget_img).text()}.")
@@ -182,6 +191,7 @@ def build_report(df: pd.DataFrame, profile: str, out_dir, images=(), budget_img:
     summary = {"profile": profile, "runs": int(df["run"].nunique()),
                "claims_filled": int((claims["verdict"] != NOT_RUN).sum()),
                "verdicts": claims.set_index("id")["verdict"].to_dict(),
+               "headline": headline(rows),
                "fid": {k: float(v) for k, v in fid.groupby("eval")["value"].mean().items()},
                "fid_mode": {k: str(v) for k, v in fid.assign(m=fid_modes(fid)).groupby("eval")["m"].first().items()},
                "fraction_memorized": {k: float(v) for k, v in mem.groupby("eval")["value"].mean().items()},

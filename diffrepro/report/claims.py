@@ -85,6 +85,8 @@ class Row:
     verdict: str = INCONCLUSIVE
     reason: str = ""
     details: str = ""
+    needs: List[str] = field(default_factory=list)     # what would decide an open row, in plain words
+    leaning: str = ""                                  # the verdict the interval alone gives, when gated
 
 
 def not_run(reason: str) -> Row:
@@ -191,6 +193,19 @@ def finish(row: Row, verdict: str, required: int, budget_text: Optional[str], ex
     v, blocked = stats.gate(verdict, row.arms, required, budget_text)
     blocked = blocked + [e for e in extra if e]
     row.verdict = INCONCLUSIVE if blocked else v
+    if stats.seed_shortfall(row.arms, required):
+        row.needs.append(f"more seeds ({required} per arm; fewest now {min(a.n for a in row.arms)})")
+    if budget_text:
+        row.needs.append("training every run to the budget T" if "no pilot" not in budget_text and
+                         "did not converge" not in budget_text else
+                         f"a pilot run that fixes the budget T ({budget_text.split('(', 1)[-1].rstrip(')')}), "
+                         f"then training every run to it")
+    row.needs += [e for e in extra if e]
+    if not blocked and v == INCONCLUSIVE:
+        row.needs.append("more seeds: the 95% interval of " + ", ".join(iv.kind for iv in row.compared) +
+                         " includes the paper's threshold")
+    if blocked and verdict != INCONCLUSIVE:
+        row.leaning = verdict
     if blocked:
         row.reason = "; ".join(blocked) + (f" (the interval alone would say: {verdict})" if verdict != INCONCLUSIVE
                                            else "") + (f". {row.reason}" if row.reason else "")
@@ -225,7 +240,9 @@ def _e1(df, budget):
                    "reference FID cannot be measured (an undertrained model's truncation error can make a coarse "
                    "sampler's FID look better)",
                    details=f"{len(runs)} model(s); best FID {best['value']:.3g} ({best['sampler']}, "
-                           f"{int(best['nfe'])} NFE)")
+                           f"{int(best['nfe'])} NFE)",
+                   needs=["the Heun-256 reference sampled on the same latents as the sweep (the claims profile's "
+                          "block C)"])
     heun_n, euler_n = [], []
     for run in runs:
         g = fid[fid["run"] == run]
@@ -674,7 +691,8 @@ def _k3(df, budget):
         return not_run("needs the trajectory analysis")
     if not sig:
         return Row(verdict=INCONCLUSIVE, reason="no run has a significant gap: the sigma where overfitting peaks "
-                                                "is not defined")
+                                                "is not defined",
+                   needs=["a run that overfits measurably (smaller N or longer training)"])
     has_w = t["metric"].eq("traj_w_max_traj").any()
     vals, notes = [], []
     for run in sig:
@@ -693,7 +711,8 @@ def _k3(df, budget):
         return Row(verdict=INCONCLUSIVE, reason="the posterior concentration was not measured (trajectory analysis "
                                                 "made before it); nearest-distance ratios at the gap's peak sigma "
                                                 "are shown instead, and they only restate that samples are novel",
-                   details="; ".join(notes[:4]))
+                   details="; ".join(notes[:4]), needs=["the trajectory analysis rerun at the current code (it "
+                                                        "measures the posterior concentration)"])
     a = arm("log(w_max traj / w_max train)", vals)
     iv = Interval("mean log ratio", a.mean, a.lo, a.hi, "t interval over runs")
     row = Row(arms=[a], compared=[iv], reason="at each significant run's relative-gap peak sigma (nearest sampler "
@@ -779,8 +798,9 @@ def evaluate(df: pd.DataFrame, budget_img: Optional[float] = None,
 
 
 def claims_table(df: pd.DataFrame, budget_img: Optional[float] = None,
-                 extra: Optional[Dict[str, Callable]] = None) -> pd.DataFrame:
-    rows = evaluate(df, budget_img, extra)
+                 extra: Optional[Dict[str, Callable]] = None, rows: Optional[Dict[str, Row]] = None) -> pd.DataFrame:
+    """The claims table (one row per claim); `rows`: evaluate()'s result when already computed."""
+    rows = rows if rows is not None else evaluate(df, budget_img, extra)
     table = []
     for cid, claim, source, measurement, side in CLAIMS:
         r = rows[cid]

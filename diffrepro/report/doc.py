@@ -19,6 +19,10 @@ class Doc:
     def p(self, text):
         self.blocks.append(("p", text))
 
+    def items(self, lead: str, entries):
+        """A bold lead line and a bulleted list."""
+        self.blocks.append(("items", lead, list(entries)))
+
     def table(self, df: pd.DataFrame, caption: str = ""):
         self.blocks.append(("table", df, caption))
 
@@ -33,6 +37,8 @@ class Doc:
                 out += ["#" * b[1] + " " + b[2], ""]
             elif b[0] == "p":
                 out += [b[1], ""]
+            elif b[0] == "items":
+                out += [f"**{b[1]}**", ""] + [f"- {t}" for t in b[2]] + [""]
             elif b[0] == "table":
                 df, cap = b[1], b[2]
                 if cap:
@@ -64,6 +70,9 @@ class Doc:
                 out.append(f"<h{b[1]}>{e(b[2])}</h{b[1]}>")
             elif b[0] == "p":
                 out.append(f"<p>{_inline(b[1])}</p>")
+            elif b[0] == "items":
+                out.append(f"<p><b>{_inline(b[1])}</b></p><ul>" + "".join(f"<li>{_inline(t)}</li>" for t in b[2])
+                           + "</ul>")
             elif b[0] == "table":
                 df, cap = b[1], b[2]
                 out.append("<table>" + (f"<caption>{e(cap)}</caption>" if cap else ""))
