@@ -65,3 +65,9 @@ def test_report_opens_with_what_we_found_and_its_verdicts_are_the_tables(tmp_pat
     assert f"**Open ({len(CLAIMS)} of {len(CLAIMS)})**" in found
     assert [h["verdict"] for h in summary["headline"]] == [summary["verdicts"][c[0]] for c in CLAIMS]
     assert "<ul><li>" in (tmp_path / "report.html").read_text()
+
+
+def test_docs_claims_lists_every_claim_of_the_table():
+    text = (REPO / "docs/claims.md").read_text()
+    rows = [line.split("|")[1].strip() for line in text.splitlines() if line.startswith("| ") and "|" in line[2:]]
+    assert [r for r in rows if r not in ("id",)] == [c[0] for c in CLAIMS]
