@@ -172,6 +172,33 @@ def test_snakemake_reruns_exactly_what_a_method_change_touches(sm_project):
     assert snakemake_job_counts(sm_project) == {}
 
 
+def test_published_results_regenerate_the_report_without_the_runs(sm_project):
+    """workflow.publish copies what the aggregate and report stages read (no checkpoints or samples) into a
+    folder to commit; the metrics table and claims regenerate from that folder alone."""
+    res = run([sys.executable, "-m", "workflow.publish", "--profile", "smoke", "--to", "published"], sm_project)
+    copied = int(res.stdout.split()[0])
+    assert copied > 30 and "0 not made yet" in res.stdout
+    pub = sm_project / "published"
+    assert not list(pub.rglob("*.pt")) and not list(pub.rglob("*.npy")), "no checkpoints or samples"
+    spec = (pub / "specs/aggregate.json").read_text()
+    assert '"results/' not in spec.replace('"published/results/', '')
+    try:
+        shutil.move(sm_project / "results", sm_project / "results.away")     # the runs are gone
+        run([sys.executable, "-m", "stages.aggregate", "--spec", "published/specs/aggregate.json",
+             "--out", "published/metrics.parquet"], sm_project)
+        run([sys.executable, "-m", "stages.report", "--spec", "published/specs/report.json",
+             "--metrics", "published/metrics.parquet", "--out", "published"], sm_project)
+    finally:
+        shutil.move(sm_project / "results.away", sm_project / "results")
+    cols = ["run", "eval", "metric", "step", "sigma", "value"]
+    key = lambda d: d[cols].sort_values(cols[:-1], na_position="first").reset_index(drop=True)  # noqa: E731
+    pd.testing.assert_frame_equal(key(pd.read_parquet(pub / "metrics.parquet")),
+                                  key(pd.read_parquet(sm_project / "reports/smoke/metrics.parquet")), check_dtype=False)
+    claims = lambda t: t.split("## Claims", 1)[1].split("\n## ", 1)[0]  # noqa: E731
+    assert claims((pub / "report.md").read_text()) == claims((sm_project / "reports/smoke/report.md").read_text())
+    assert len(list((pub / "figures").glob("samples-*.png"))) == 7
+
+
 def test_bad_params_fail_before_any_job_and_name_the_key(tmp_path):
     project = make_project(tmp_path / "p")
     edit_params(project / "params.yaml", lambda p: p["methods"]["sparse-50"]["mask"].update(ratoi=0.5))
