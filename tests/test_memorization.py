@@ -169,6 +169,10 @@ def test_mixed_dtypes_are_refused_and_the_documented_conversion_works():
         memorization_scores(copies.permute(0, 2, 3, 1).numpy(), train.astype(np.float32))
     as_float = torch.from_numpy(train).float() / 127.5 - 1                          # both float, one convention
     assert memorization_scores(copies.permute(0, 2, 3, 1), as_float).count == 4
+    # unclipped samples of an undertrained model overshoot [-1, 1] (seen: [-2.8, 2.5]): still that convention
+    overshoot = copies.permute(0, 2, 3, 1).clone()
+    overshoot[0, 0, 0, 0], overshoot[1, 0, 0, 0] = -2.8, 3.0
+    assert memorization_scores(overshoot, as_float).nearest.tolist() == [0, 1, 2, 3]
 
 
 def test_layouts_must_agree():

@@ -160,3 +160,24 @@ def test_image_denoiser_runs_and_plots(tmp_path):
     both = pd.concat([s.assign(model="unet"), ideal.steps.assign(model="ideal")])
     plot_trajectory(both, tmp_path / "traj.png", title="test")
     assert (tmp_path / "traj.png").stat().st_size > 1000
+
+
+
+def test_images_far_outside_the_data_range_are_clamped_like_written_images():
+    """An undertrained model's samples can overshoot [-1, 1] by far (seen: +-100 for VE after a few steps);
+    their memorization is scored on the clamped image, as every written image is, instead of failing."""
+    Y = torch.rand(12, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+
+    class Blowup(torch.nn.Module):      # denoises to 100 x the ideal denoiser's output
+        def __init__(self):
+            super().__init__()
+            self.ideal = IdealDenoiser(Y)
+
+        def forward(self, x, sigma, labels=None):
+            return 100 * self.ideal(x, sigma)
+
+    res = trajectory_statistics(Blowup(), Y, n_samples=4, sampler_kwargs=dict(num_steps=5, sampler="euler"))
+    assert res.samples.abs().max() > 20
+    clamped = res.samples.clamp(-1, 1)
+    d = torch.cdist(clamped.flatten(1).double(), Y.flatten(1).double())
+    np.testing.assert_array_equal(res.memorization.nearest, d.argmin(1).numpy())

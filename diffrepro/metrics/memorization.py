@@ -18,7 +18,9 @@ an image that occurs once. Near-duplicates that differ in any value stay distinc
 Inputs (checked by `check_inputs`, which raises a one-line ValueError naming the fix):
   - samples and training set of the same kind: both uint8 images (Gu et al.: distances over [0, 255]
     pixel values), or both float (e.g. both in [-1, 1], or 2-D toy points). Mixed kinds are refused, and
-    so are float images whose ranges disagree plainly ([0, 255] against [-1, 1] or [0, 1]); convert
+    so are float images whose ranges disagree plainly ([0, 255] against [-1, 1] or [0, 1]: one reaches
+    beyond PIXEL_SCALE_LIMIT, the other does not; unclipped samples of an undertrained model reach about
+    +-3 and still count as the [-1, 1] convention); convert
     explicitly: samples -> uint8 with diffrepro.samplers.to_uint8 (EDM: x * 127.5 + 128, clamped,
     truncated), or uint8 -> [-1, 1] with x / 127.5 - 1. The ratio is the same in either scale, up to the
     uint8 rounding.
@@ -316,6 +318,9 @@ def _kind(dtype) -> str:
         ("float", "bfloat")) else str(dtype)
 
 
+PIXEL_SCALE_LIMIT = 20.0   # |value| above this: [0, 255] pixels; below: [-1, 1] or [0, 1] with overshoot
+
+
 def check_inputs(samples, train) -> None:
     """Refuse inputs that give a silent wrong memorization score (see the module docstring)."""
     ns, nt = len(samples), len(train)
@@ -334,7 +339,7 @@ def check_inputs(samples, train) -> None:
     shape_s, shape_t = tuple(samples.shape[1:]), tuple(train.shape[1:])
     if len(shape_s) > 1 and ks == "float":
         (lo_s, hi_s), (lo_t, hi_t) = _value_range(samples), _value_range(train)
-        if (max(abs(lo_s), hi_s) > 2) != (max(abs(lo_t), hi_t) > 2):
+        if (max(abs(lo_s), hi_s) > PIXEL_SCALE_LIMIT) != (max(abs(lo_t), hi_t) > PIXEL_SCALE_LIMIT):
             raise ValueError(f"float samples in [{lo_s:.3g}, {hi_s:.3g}] and a float training set in [{lo_t:.3g}, "
                              f"{hi_t:.3g}]: one looks like [0, 255] pixels, the other like [-1, 1] or [0, 1]; bring "
                              "both to one convention (uint8 pixels are the Gu et al. convention)")

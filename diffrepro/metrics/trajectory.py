@@ -253,7 +253,10 @@ def _trajectory_statistics(denoiser, train, n_samples, seeds, sampler_kwargs, re
 
     scores = None
     if memorization:
-        scores = memorization_scores(result.samples.to(device), Y, device=device)
+        final = result.samples.to(device)
+        if final.dim() > 2:     # images are clamped to the data range, as every written image (to_uint8) is:
+            final = final.clamp(-1, 1)     # an undertrained model's overshoot is not a pixel value
+        scores = memorization_scores(final, Y, device=device)
     steps = step_table(np.array(sigmas), r_traj, r_train, e_traj, e_train, quantiles)
     for name, a in (("w_max", w_all), ("n_eff", n_all)):     # posterior concentration (claim K3): medians
         steps[f"{name}_traj"], steps[f"{name}_train"] = np.median(a[:, :n_traj], 1), np.median(a[:, n_traj:], 1)
